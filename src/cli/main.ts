@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/** The `safe-termination` command: subcommand dispatch only. */
+import { UsageError } from '../errors.ts';
+import { PRODUCT, VERSION } from '../version.ts';
+import { runServe } from './serve.ts';
+
+const USAGE = `${PRODUCT} ${VERSION}: inject safe pod termination (preStop sleep + grace period)
+
+Usage: ${PRODUCT} <command> [flags]
+
+Commands:
+  serve     run the mutating admission webhook (HTTPS)
+  version   print the version
+
+Run '${PRODUCT} <command> --help' for the flags of a command.
+`;
+
+type Command = (argv: readonly string[]) => Promise<number>;
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  serve: runServe,
+  version: async () => {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  },
+};
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(USAGE);
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') return COMMANDS['version']!(rest);
+  const command = COMMANDS[name];
+  if (command === undefined) {
+    process.stderr.write(`${PRODUCT}: unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return await command(rest);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`${PRODUCT} ${name}: ${error.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`${PRODUCT} ${name}: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== 0) process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`${PRODUCT}: ${String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,300 @@
+/**
+ * Flags and environment → frozen, validated configuration. Every flag `--foo-bar`
+ * is also read from `SAFE_TERMINATION_FOO_BAR`; a flag beats the environment.
+ * Errors name the flag (or variable), the bad value and the accepted form.
+ */
+import { z } from 'zod';
+import { DURATION_FORM, parseDuration } from './core/duration.ts';
+import { LINUX_DEFAULTS } from './core/conntrack.ts';
+import type { ConntrackKey, ConntrackValues } from './core/conntrack.ts';
+import { EXISTING_PRESTOP, PRESTOP_MODES } from './core/annotations.ts';
+import { INVALID_ANNOTATION_POLICIES, MODEL_DEFAULTS, TCP_SIZINGS, parseKubeVersion } from './core/model.ts';
+import type { KubeVersion, ModelDefaults } from './core/model.ts';
+import { ErrorCode, UsageError } from './errors.ts';
+
+export const ENV_PREFIX = 'SAFE_TERMINATION_';
+
+export interface FlagSpec<T> {
+  readonly description: string;
+  /** The accepted form, for errors and help. */
+  readonly accepted: string;
+  readonly default: T;
+  readonly parse: (text: string) => T | undefined;
+  /** A bare `--flag` means "true". */
+  readonly boolean?: boolean;
+}
+
+type Specs = Readonly<Record<string, FlagSpec<unknown>>>;
+export type FlagValues<S extends Specs> = { readonly [K in keyof S]: S[K] extends FlagSpec<infer T> ? T : never };
+
+function fromZod<T>(schema: z.ZodType<T, string>): (text: string) => T | undefined {
+  return (text) => {
+    const r = schema.safeParse(text);
+    return r.success ? r.data : undefined;
+  };
+}
+
+const intText = (min: number, max: number) =>
+  z.string().regex(/^\d+$/).transform(Number).pipe(z.number().int().min(min).max(max));
+
+export const flag = {
+  port: (description: string, dflt: number): FlagSpec<number> => ({
+    description,
+    accepted: 'a port number from 0 to 65535 (0: any free port)',
+    default: dflt,
+    parse: fromZod(intText(0, 65535)),
+  }),
+  int: (description: string, dflt: number, min = 0, max = 2_147_483_647): FlagSpec<number> => ({
+    description,
+    accepted: `a whole number from ${min} to ${max}`,
+    default: dflt,
+    parse: fromZod(intText(min, max)),
+  }),
+  seconds: <D extends number | undefined>(description: string, dflt: D, min = 0): FlagSpec<number | D> => ({
+    description,
+    accepted: min > 0 ? `at least ${min}s, as ${DURATION_FORM}` : DURATION_FORM,
+    default: dflt,
+    parse: (t) => {
+      const s = parseDuration(t);
+      return s !== undefined && s >= min ? s : undefined;
+    },
+  }),
+  choice: <const C extends readonly string[]>(description: string, choices: C, dflt: C[number]): FlagSpec<C[number]> => ({
+    description,
+    accepted: `one of ${choices.join(', ')}`,
+    default: dflt,
+    parse: (t) => (choices.includes(t) ? t : undefined),
+  }),
+  bool: (description: string, dflt: boolean): FlagSpec<boolean> => ({
+    description,
+    accepted: 'true or false',
+    default: dflt,
+    boolean: true,
+    parse: (t) => (t === 'true' ? true : t === 'false' ? false : undefined),
+  }),
+  path: <D extends string | undefined>(description: string, dflt: D): FlagSpec<string | D> => flag.text(description, dflt, 'a file path'),
+  text: <D extends string | undefined>(description: string, dflt: D, accepted: string): FlagSpec<string | D> => ({
+    description,
+    accepted,
+    default: dflt,
+    parse: (t) => (t.length > 0 ? t : undefined),
+  }),
+  kubeVersion: (description: string): FlagSpec<KubeVersion | undefined> => ({
+    description,
+    accepted: 'a Kubernetes version such as 1.29 or v1.31.2',
+    default: undefined,
+    parse: (t) => parseKubeVersion(t),
+  }),
+};
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** The defaults of the sizing model (spec §4). */
+export const MODEL_FLAGS = {
+  propagationDelay: flag.seconds('endpoint-propagation budget added to every computed sleep', MODEL_DEFAULTS.propagationDelaySeconds),
+  shutdownBudget: flag.seconds('default time apps need after SIGTERM; set: grace = max(original, sleep + budget); unset: grace = original + sleep', undefined),
+  maxSleep: flag.seconds('cap on the computed sleep', MODEL_DEFAULTS.maxSleepSeconds),
+  tcpSizing: flag.choice('which TCP conntrack timeout sizes the sleep of TCP pods', TCP_SIZINGS, MODEL_DEFAULTS.tcpSizing),
+  udpStreams: flag.bool('size UDP pods by udp-timeout-stream instead of udp-timeout', MODEL_DEFAULTS.udpStreams),
+  prestopMode: flag.choice('preStop action: auto (native sleep from Kubernetes 1.30, else exec), sleep or exec', PRESTOP_MODES, MODEL_DEFAULTS.prestopMode),
+  existingPrestop: flag.choice('what to do with a container that already has a preStop hook', EXISTING_PRESTOP, MODEL_DEFAULTS.existingPrestop),
+  invalidAnnotations: flag.choice('deny pods with invalid annotations, or ignore them with a warning', INVALID_ANNOTATION_POLICIES, MODEL_DEFAULTS.invalidAnnotations),
+  injectJobPods: flag.bool('also inject pods owned by Jobs', MODEL_DEFAULTS.injectJobPods),
+  kubernetesVersion: flag.kubeVersion('assume this Kubernetes version for prestop-mode auto instead of asking the API server'),
+} as const;
+
+/** Static conntrack fallback values, the last source of spec §5. */
+export const CONNTRACK_FLAGS = {
+  staticUdpTimeout: flag.int('static fallback for nf_conntrack_udp_timeout (seconds)', LINUX_DEFAULTS['udp-timeout']),
+  staticUdpTimeoutStream: flag.int('static fallback for nf_conntrack_udp_timeout_stream (seconds)', LINUX_DEFAULTS['udp-timeout-stream']),
+  staticTcpTimeoutTimeWait: flag.int('static fallback for nf_conntrack_tcp_timeout_time_wait (seconds)', LINUX_DEFAULTS['tcp-timeout-time-wait']),
+  staticTcpTimeoutCloseWait: flag.int('static fallback for nf_conntrack_tcp_timeout_close_wait (seconds)', LINUX_DEFAULTS['tcp-timeout-close-wait']),
+  staticTcpTimeoutEstablished: flag.int('static fallback for nf_conntrack_tcp_timeout_established (seconds)', LINUX_DEFAULTS['tcp-timeout-established']),
+  conntrackProcDir: flag.path('where this machine\'s nf_conntrack_* sysctls are read outside a cluster', '/proc/sys/net/netfilter'),
+} as const;
+
+export const SERVER_FLAGS = {
+  port: flag.port('HTTPS port of the admission webhook', 8443),
+  bindAddress: flag.text('address to listen on (:: for all IPv6 and IPv4 addresses)', '0.0.0.0', 'an IP address'),
+  metricsPort: flag.port('plain-HTTP port of the Prometheus metrics', 9090),
+  tlsCertFile: flag.path('serving certificate (PEM); reloaded when it changes', undefined),
+  tlsPrivateKeyFile: flag.path('private key of the serving certificate (PEM)', undefined),
+  logLevel: flag.choice('log level', LOG_LEVELS, 'info'),
+  shutdownDelay: flag.seconds('on SIGTERM, stay up not-ready this long before closing, so endpoints drop the pod', 5),
+  shutdownTimeout: flag.seconds('on shutdown, wait this long at most for in-flight requests', 25),
+  tlsReloadInterval: flag.seconds('how often the certificate files are checked for changes', 10, 1),
+} as const;
+
+export function camelToKebab(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+export function flagEnvName(name: string): string {
+  return ENV_PREFIX + camelToKebab(name).replaceAll('-', '_').toUpperCase();
+}
+
+export interface ParsedFlags<S extends Specs> {
+  readonly values: FlagValues<S>;
+  readonly positionals: readonly string[];
+  /** Flags given on the command line or in the environment. */
+  readonly given: ReadonlySet<keyof S & string>;
+}
+
+/**
+ * Parse `--flag value`, `--flag=value` and bare boolean flags; fill the rest
+ * from the environment, then from defaults. Throws UsageError naming the flag.
+ */
+export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ParsedFlags<S> {
+  const byFlag = new Map<string, string>();
+  for (const name of Object.keys(specs)) byFlag.set(camelToKebab(name), name);
+  const raw = new Map<string, { text: string; origin: string }>();
+  const positionals: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('--')) {
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const flagName = arg.slice(2, eq === -1 ? undefined : eq);
+    const name = byFlag.get(flagName);
+    if (name === undefined) {
+      throw new UsageError(ErrorCode.unknownFlag, `unknown flag --${flagName}${suggest(flagName, [...byFlag.keys()])}`);
+    }
+    const spec = specs[name] as FlagSpec<unknown>;
+    let text: string;
+    if (eq !== -1) text = arg.slice(eq + 1);
+    else if (spec.boolean && (argv[i + 1] === undefined || !['true', 'false'].includes(argv[i + 1] as string))) text = 'true';
+    else {
+      const next = argv[i + 1];
+      if (next === undefined) throw new UsageError(ErrorCode.invalidFlag, `--${flagName} needs a value: ${spec.accepted}`);
+      text = next;
+      i++;
+    }
+    raw.set(name, { text, origin: `--${flagName}` });
+  }
+  const values: Record<string, unknown> = {};
+  const given = new Set<keyof S & string>();
+  for (const [name, spec] of Object.entries(specs)) {
+    let source = raw.get(name);
+    if (source === undefined) {
+      const envName = flagEnvName(name);
+      const envText = env[envName];
+      if (envText !== undefined && envText !== '') source = { text: envText, origin: envName };
+    }
+    if (source === undefined) {
+      values[name] = spec.default;
+      continue;
+    }
+    const value = spec.parse(source.text);
+    if (value === undefined) {
+      throw new UsageError(ErrorCode.invalidFlag, `${source.origin}: invalid value ${JSON.stringify(source.text)}; expected ${spec.accepted}`);
+    }
+    values[name] = value;
+    given.add(name);
+  }
+  return { values: values as FlagValues<S>, positionals, given };
+}
+
+function suggest(name: string, known: readonly string[]): string {
+  const close = known.find((k) => k.startsWith(name.slice(0, 4)) || name.startsWith(k.slice(0, 4)));
+  return close ? `; did you mean --${close}?` : '';
+}
+
+export function modelDefaultsFrom(v: FlagValues<typeof MODEL_FLAGS>): ModelDefaults {
+  return Object.freeze({
+    propagationDelaySeconds: v.propagationDelay,
+    shutdownBudgetSeconds: v.shutdownBudget,
+    maxSleepSeconds: v.maxSleep,
+    tcpSizing: v.tcpSizing,
+    udpStreams: v.udpStreams,
+    prestopMode: v.prestopMode,
+    existingPrestop: v.existingPrestop,
+    invalidAnnotations: v.invalidAnnotations,
+    injectJobPods: v.injectJobPods,
+  });
+}
+
+export function staticConntrackFrom(v: FlagValues<typeof CONNTRACK_FLAGS>): ConntrackValues {
+  const values: Record<ConntrackKey, number> = {
+    'udp-timeout': v.staticUdpTimeout,
+    'udp-timeout-stream': v.staticUdpTimeoutStream,
+    'tcp-timeout-time-wait': v.staticTcpTimeoutTimeWait,
+    'tcp-timeout-close-wait': v.staticTcpTimeoutCloseWait,
+    'tcp-timeout-established': v.staticTcpTimeoutEstablished,
+  };
+  return Object.freeze(values);
+}
+
+/** How the webhook reaches the Kubernetes API (spec §5; issue 3). */
+export const CLUSTER_FLAGS = {
+  kubeconfig: flag.path('use this kubeconfig to read cluster facts when not running in a pod', undefined),
+  informerSyncTimeout: flag.seconds('report ready after this long even if the node informer has not synced', 10),
+} as const;
+
+export const SERVE_FLAGS = { ...SERVER_FLAGS, ...MODEL_FLAGS, ...CONNTRACK_FLAGS, ...CLUSTER_FLAGS } as const;
+
+/** `safe-termination agent` (DaemonSet mode). */
+export const AGENT_FLAGS = {
+  nodeName: flag.text('the Node this agent annotates (the chart sets it from the downward API)', undefined, 'a node name'),
+  interval: flag.seconds('how often the sysctls are read and published', 60, 1),
+  metricsPort: flag.port('plain-HTTP port of /healthz and Prometheus metrics (host network: pick a free one)', 9812),
+  bindAddress: SERVER_FLAGS.bindAddress,
+  conntrackProcDir: CONNTRACK_FLAGS.conntrackProcDir,
+  procNetDir: flag.path('where /proc/net/stat/nf_conntrack is read', '/proc/net'),
+  kubeconfig: CLUSTER_FLAGS.kubeconfig,
+  logLevel: SERVER_FLAGS.logLevel,
+} as const;
+
+export interface ServeConfig {
+  readonly port: number;
+  readonly bindAddress: string;
+  readonly metricsPort: number;
+  readonly tlsCertFile: string;
+  readonly tlsPrivateKeyFile: string;
+  readonly logLevel: LogLevel;
+  readonly shutdownDelaySeconds: number;
+  readonly shutdownTimeoutSeconds: number;
+  readonly tlsReloadIntervalSeconds: number;
+  readonly model: ModelDefaults;
+  readonly kubernetesVersion: KubeVersion | undefined;
+  readonly staticConntrack: ConntrackValues;
+  readonly conntrackProcDir: string;
+  readonly kubeconfig: string | undefined;
+  readonly informerSyncTimeoutSeconds: number;
+}
+
+export function parseServeConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServeConfig {
+  const { values: v, positionals } = parseFlags(SERVE_FLAGS, argv, env);
+  if (positionals.length > 0) throw new UsageError(ErrorCode.invalidFlag, `serve takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  if (v.tlsCertFile === undefined || v.tlsPrivateKeyFile === undefined) {
+    const missing = v.tlsCertFile === undefined ? 'tls-cert-file' : 'tls-private-key-file';
+    throw new UsageError(
+      ErrorCode.invalidFlag,
+      `--${missing} is required (or ${flagEnvName(missing)}): the webhook serves only TLS`,
+    );
+  }
+  if (v.port !== 0 && v.port === v.metricsPort) throw new UsageError(ErrorCode.invalidFlag, `--port and --metrics-port are both ${v.port}; they must differ`);
+  return Object.freeze({
+    port: v.port,
+    bindAddress: v.bindAddress,
+    metricsPort: v.metricsPort,
+    tlsCertFile: v.tlsCertFile,
+    tlsPrivateKeyFile: v.tlsPrivateKeyFile,
+    logLevel: v.logLevel,
+    shutdownDelaySeconds: v.shutdownDelay,
+    shutdownTimeoutSeconds: v.shutdownTimeout,
+    tlsReloadIntervalSeconds: v.tlsReloadInterval,
+    model: modelDefaultsFrom(v),
+    kubernetesVersion: v.kubernetesVersion,
+    staticConntrack: staticConntrackFrom(v),
+    conntrackProcDir: v.conntrackProcDir,
+    kubeconfig: v.kubeconfig,
+    informerSyncTimeoutSeconds: v.informerSyncTimeout,
+  });
+}

@@ -1,0 +1,16 @@
+/** The port through which decisions learn cluster facts. Synchronous: no I/O per request. */
+import type { ConntrackFacts } from './conntrack.ts';
+import type { KubeVersion } from './model.ts';
+import type { PodPlacement } from './pod.ts';
+
+export interface FactsSource {
+  /** Conntrack values for a pod that may land on the nodes its placement allows. */
+  conntrackFor(placement: PodPlacement): ConntrackFacts;
+  /** The cluster's version; undefined when unknown. */
+  kubeVersion(): KubeVersion | undefined;
+}
+
+/** Facts that do not depend on placement: local /proc/sys or static values. */
+export function fixedFacts(conntrack: ConntrackFacts, kubeVersion: KubeVersion | undefined): FactsSource {
+  return { conntrackFor: () => conntrack, kubeVersion: () => kubeVersion };
+}

@@ -1,0 +1,64 @@
+/**
+ * Plan → RFC 6902 operations that bring the pod to the plan's state (spec §4 fixed
+ * point). Touches only the record annotation, the chosen containers'
+ * `lifecycle.preStop` and `spec.terminationGracePeriodSeconds`; emits nothing for
+ * what is already in that state, so a second run yields an empty patch.
+ */
+import { escapePathComponent } from 'fast-json-patch';
+import type { Operation } from 'fast-json-patch';
+import { Annotation } from './names.ts';
+import type { Plan } from './plan.ts';
+import { encodeRecord } from './record.ts';
+import type { Pod } from './pod.ts';
+
+export type { Operation };
+
+const RECORD_KEY = escapePathComponent(Annotation.injected);
+
+export function planPatch(pod: Pod, plan: Plan): Operation[] {
+  const ops: Operation[] = [];
+  const containers = pod.spec.containers;
+  for (let i = 0; i < containers.length; i++) {
+    const c = containers[i] as (typeof containers)[number];
+    const base = `/spec/containers/${i}`;
+    if (plan.containers.includes(c.name)) {
+      const current = c.lifecycle?.preStop;
+      if (c.lifecycle == null) ops.push({ op: 'add', path: `${base}/lifecycle`, value: { preStop: plan.hook } });
+      else if (current == null) ops.push({ op: 'add', path: `${base}/lifecycle/preStop`, value: plan.hook });
+      else if (!sameHook(current, plan)) ops.push({ op: 'replace', path: `${base}/lifecycle/preStop`, value: plan.hook });
+    } else if (plan.unhook.includes(c.name) && c.lifecycle?.preStop !== undefined) {
+      ops.push({ op: 'remove', path: `${base}/lifecycle/preStop` });
+    }
+  }
+
+  const grace = pod.spec.terminationGracePeriodSeconds;
+  if (grace !== plan.gracePeriodSeconds) {
+    ops.push({ op: grace === undefined ? 'add' : 'replace', path: '/spec/terminationGracePeriodSeconds', value: plan.gracePeriodSeconds });
+  }
+
+  // The record changes whenever anything above does, so an empty list here
+  // means the pod is at the plan's state.
+  const record = encodeRecord(plan.record);
+  const annotations = pod.metadata?.annotations;
+  if (annotations?.[Annotation.injected] !== record) {
+    if (pod.metadata == null) ops.push({ op: 'add', path: '/metadata', value: { annotations: { [Annotation.injected]: record } } });
+    else if (annotations == null) ops.push({ op: 'add', path: '/metadata/annotations', value: { [Annotation.injected]: record } });
+    else ops.push({ op: 'add', path: `/metadata/annotations/${RECORD_KEY}`, value: record });
+  }
+  return ops;
+}
+
+function sameHook(current: unknown, plan: Plan): boolean {
+  if (typeof current !== 'object' || current === null) return false;
+  const keys = Object.keys(current);
+  if (keys.length !== 1) return false;
+  const h = current as Record<string, unknown>;
+  if (plan.mode.mode === 'sleep') {
+    const sleep = h['sleep'] as { seconds?: unknown } | undefined;
+    return typeof sleep === 'object' && sleep !== null && Object.keys(sleep).length === 1 && sleep.seconds === plan.sleepSeconds;
+  }
+  const exec = h['exec'] as { command?: unknown } | undefined;
+  if (typeof exec !== 'object' || exec === null || Object.keys(exec).length !== 1 || !Array.isArray(exec.command)) return false;
+  const cmd = exec.command as unknown[];
+  return cmd.length === 2 && cmd[0] === 'sleep' && cmd[1] === String(plan.sleepSeconds);
+}

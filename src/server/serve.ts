@@ -1,0 +1,111 @@
+/** `safe-termination serve`: wires config, facts, TLS files, app, metrics and shutdown. */
+import type { Server } from 'node:http';
+import { createReviewHandler } from '../admission/handler.ts';
+import type { ServeConfig } from '../config.ts';
+import { fixedFacts } from '../core/facts.ts';
+import type { FactsSource } from '../core/facts.ts';
+import { sysctlName } from '../core/conntrack.ts';
+import { readLocalFacts } from '../host/local-facts.ts';
+import { buildApp } from './app.ts';
+import type { WebhookApp } from './app.ts';
+import type { Logger } from './logger.ts';
+import { createWebhookMetrics, startMetricsServer } from './metrics.ts';
+import type { WebhookMetrics } from './metrics.ts';
+import { ServerState } from './state.ts';
+import { loadCertificate, TLS_OPTIONS, watchCertificate } from './tls.ts';
+
+export interface RunningWebhook {
+  readonly app: WebhookApp;
+  readonly metricsServer: Server;
+  readonly state: ServerState;
+  readonly metrics: WebhookMetrics;
+  /** Bound ports (useful with port 0). */
+  readonly port: number;
+  readonly metricsPort: number;
+  /** Not ready at once, then (after the delay) stop accepting, finish in-flight requests, close. */
+  shutdown(delayMs?: number): Promise<void>;
+}
+
+export interface FactsWiring {
+  readonly facts: FactsSource;
+  /** Resolves when facts are ready (or their sync timeout passed). */
+  readonly ready: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Outside a cluster: this machine's /proc/sys, then the static values. */
+export async function localFactsWiring(config: ServeConfig, log: Logger): Promise<FactsWiring> {
+  const local = await readLocalFacts(config.conntrackProcDir, config.staticConntrack);
+  if (local.reading.missing.length > 0) {
+    log.info(
+      { dir: config.conntrackProcDir, missing: local.reading.missing.map(sysctlName) },
+      'some conntrack sysctls are not readable here; static values stand in for them',
+    );
+  }
+  return { facts: fixedFacts(local.facts, config.kubernetesVersion), ready: Promise.resolve(), stop: async () => {} };
+}
+
+export async function startWebhook(
+  config: ServeConfig,
+  log: Logger,
+  wireFacts: (config: ServeConfig, log: Logger) => Promise<FactsWiring> = localFactsWiring,
+): Promise<RunningWebhook> {
+  const state = new ServerState();
+  const metrics = createWebhookMetrics();
+  const certificate = await loadCertificate(config.tlsCertFile, config.tlsPrivateKeyFile);
+  state.certificateLoaded = true;
+  metrics.certificateExpiry.set(certificate.notAfter);
+
+  const wiring = await wireFacts(config, log);
+  state.factsReady = false;
+  void wiring.ready.then(() => {
+    state.factsReady = true;
+  });
+
+  const handle = createReviewHandler({ defaults: config.model, facts: wiring.facts });
+  const app = buildApp({ tls: certificate, handle, state, metrics, logger: log });
+  const stopWatching = watchCertificate({
+    certFile: config.tlsCertFile,
+    keyFile: config.tlsPrivateKeyFile,
+    intervalMs: config.tlsReloadIntervalSeconds * 1000,
+    current: certificate,
+    onChange: (next) => {
+      app.server.setSecureContext({ ...TLS_OPTIONS, cert: next.cert, key: next.key });
+      metrics.certificateExpiry.set(next.notAfter);
+      metrics.certificateReloads.inc({ result: 'success' });
+      log.info({ subject: next.subject, notAfter: new Date(next.notAfter * 1000).toISOString() }, 'serving certificate reloaded');
+    },
+    onError: (error) => {
+      metrics.certificateReloads.inc({ result: 'error' });
+      log.warn({ problem: error.message }, 'serving certificate not reloaded; keeping the current one');
+    },
+  });
+
+  const metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.bindAddress);
+  await app.listen({ port: config.port, host: config.bindAddress });
+  const address = app.server.address();
+  const metricsAddress = metricsServer.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.port;
+  const metricsPort = typeof metricsAddress === 'object' && metricsAddress !== null ? metricsAddress.port : config.metricsPort;
+  log.info({ port, metricsPort, certificateExpires: new Date(certificate.notAfter * 1000).toISOString() }, 'webhook serving');
+
+  let closing: Promise<void> | undefined;
+  const shutdown = (delayMs = config.shutdownDelaySeconds * 1000): Promise<void> => {
+    closing ??= (async () => {
+      state.shuttingDown = true;
+      log.info({ delayMs }, 'shutting down: not ready, finishing in-flight requests');
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      stopWatching();
+      const force = setTimeout(() => app.server.closeAllConnections(), config.shutdownTimeoutSeconds * 1000);
+      force.unref();
+      await app.close();
+      clearTimeout(force);
+      await new Promise<void>((r) => metricsServer.close(() => r()));
+      metricsServer.closeAllConnections();
+      await wiring.stop();
+      log.info('webhook stopped');
+    })();
+    return closing;
+  };
+  return { app, metricsServer, state, metrics, port, metricsPort, shutdown };
+}

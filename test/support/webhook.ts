@@ -1,0 +1,142 @@
+/** A real webhook on a loopback TLS port, and an HTTPS client that trusts its CA. */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request, Agent } from 'node:https';
+import type { IncomingHttpHeaders } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Writable } from 'node:stream';
+import { parseServeConfig } from '../../src/config.ts';
+import type { ServeConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/server/logger.ts';
+import { startWebhook } from '../../src/server/serve.ts';
+import type { FactsWiring, RunningWebhook } from '../../src/server/serve.ts';
+import type { Logger } from '../../src/server/logger.ts';
+
+export const REPO_ROOT = resolve(import.meta.dirname, '../..');
+const GENERATE = join(REPO_ROOT, 'certs/generate.sh');
+
+export interface CertDir {
+  readonly dir: string;
+  readonly ca: Buffer;
+  readonly certFile: string;
+  readonly keyFile: string;
+  remove(): void;
+}
+
+/** A fresh CA and serving certificate (localhost, 127.0.0.1) in a temp dir. */
+export function makeCerts(args: readonly string[] = []): CertDir {
+  const dir = mkdtempSync(join(tmpdir(), 'st-certs-'));
+  execFileSync('bash', [GENERATE, '--out', dir, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return {
+    dir,
+    ca: readFileSync(join(dir, 'ca.crt')),
+    certFile: join(dir, 'tls.crt'),
+    keyFile: join(dir, 'tls.key'),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Log lines captured from the webhook's logger. */
+export class LogCapture extends Writable {
+  readonly lines: Array<Record<string, unknown>> = [];
+  readonly raw: string[] = [];
+  override _write(chunk: Buffer, _enc: string, cb: () => void): void {
+    for (const line of chunk.toString('utf8').split('\n')) {
+      if (line.trim() === '') continue;
+      this.raw.push(line);
+      this.lines.push(JSON.parse(line) as Record<string, unknown>);
+    }
+    cb();
+  }
+}
+
+export interface TestWebhook {
+  readonly url: string;
+  readonly metricsUrl: string;
+  readonly ca: Buffer;
+  readonly certs: CertDir;
+  readonly webhook: RunningWebhook;
+  readonly config: ServeConfig;
+  readonly logs: LogCapture;
+  readonly agent: Agent;
+  post(body: unknown, path?: string, headers?: Record<string, string>): Promise<HttpAnswer>;
+  get(path: string): Promise<HttpAnswer>;
+  close(): Promise<void>;
+}
+
+export interface HttpAnswer {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly text: string;
+  json<T = unknown>(): T;
+}
+
+export interface TestWebhookOptions {
+  readonly args?: readonly string[];
+  readonly env?: Record<string, string>;
+  readonly certs?: CertDir;
+  readonly wireFacts?: (config: ServeConfig, log: Logger) => Promise<FactsWiring>;
+}
+
+export async function startTestWebhook(o: TestWebhookOptions = {}): Promise<TestWebhook> {
+  const certs = o.certs ?? makeCerts();
+  const config = parseServeConfig(
+    [
+      '--port', '0',
+      '--metrics-port', '0',
+      '--bind-address', '127.0.0.1',
+      '--tls-cert-file', certs.certFile,
+      '--tls-private-key-file', certs.keyFile,
+      '--shutdown-delay', '0',
+      '--log-level', 'debug',
+      ...(o.args ?? []),
+    ],
+    o.env ?? {},
+  );
+  const logs = new LogCapture();
+  const webhook = await startWebhook(config, createLogger(config.logLevel, logs), o.wireFacts);
+  const url = `https://127.0.0.1:${webhook.port}`;
+  const agent = new Agent({ keepAlive: true, ca: certs.ca, maxSockets: 16 });
+  const post = (body: unknown, path = '/mutate?timeout=10s', headers: Record<string, string> = {}): Promise<HttpAnswer> =>
+    httpsRequest(`${url}${path}`, { method: 'POST', agent, headers: { 'content-type': 'application/json', ...headers } }, typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body));
+  const get = (path: string): Promise<HttpAnswer> => httpsRequest(`${url}${path}`, { method: 'GET', agent });
+  return {
+    url,
+    metricsUrl: `http://127.0.0.1:${webhook.metricsPort}/metrics`,
+    ca: certs.ca,
+    certs,
+    webhook,
+    config,
+    logs,
+    agent,
+    post,
+    get,
+    close: async () => {
+      agent.destroy();
+      await webhook.shutdown(0);
+      if (o.certs === undefined) certs.remove();
+    },
+  };
+}
+
+export function httpsRequest(
+  url: string,
+  options: { method: string; agent?: Agent; ca?: Buffer; headers?: Record<string, string> },
+  body?: string | Buffer,
+): Promise<HttpAnswer> {
+  return new Promise((resolvePromise, reject) => {
+    const req = request(url, { ...options, timeout: 15_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolvePromise({ status: res.statusCode ?? 0, headers: res.headers, text, json: <T>() => JSON.parse(text) as T });
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`request to ${url} timed out`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
