@@ -3,6 +3,7 @@
  * body limit, content type, error bodies; the review handler decides.
  */
 import Fastify, { LogController } from 'fastify';
+import secureJson from 'secure-json-parse';
 import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
 import type { Server as HttpsServer } from 'node:https';
 import type { ReviewHandler } from '../admission/handler.ts';
@@ -46,6 +47,16 @@ export function buildApp(o: AppOptions): WebhookApp {
   }) as unknown as WebhookApp;
   app.server.headersTimeout = HEADERS_TIMEOUT_MS;
   const { metrics, state, handle } = o;
+
+  // JSON only (the API server sends application/json), with errors that say what is wrong.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, secureJson.parse(body, undefined, { protoAction: 'error', constructorAction: 'error' }));
+    } catch (error) {
+      done(Object.assign(new Error((error as Error).message), { statusCode: 400 }), undefined);
+    }
+  });
 
   app.addHook('onSend', async (_req, reply) => {
     // While shutting down, move clients to other replicas.
