@@ -2,17 +2,17 @@
 import type { FlagSpec } from '../config.ts';
 import { camelToKebab, flagEnvName } from '../config.ts';
 
-export function formatDefault(value: unknown): string {
-  if (value === undefined) return 'unset';
+export function formatDefault(spec: FlagSpec<unknown>): string {
+  const value = spec.default;
+  if (spec.show) return spec.show(value);
   if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') return String(value);
-  const v = value as { major?: number; minor?: number };
-  return `${v.major ?? '?'}.${v.minor ?? '?'}`;
+  return 'unset';
 }
 
 export function flagHelp(specs: Readonly<Record<string, FlagSpec<unknown>>>): string {
   const lines: string[] = [];
   for (const [name, spec] of Object.entries(specs)) {
-    lines.push(`  --${camelToKebab(name)}  (${flagEnvName(name)}, default ${formatDefault(spec.default)})`);
+    lines.push(`  --${camelToKebab(name)}  (${flagEnvName(name)}, default ${formatDefault(spec)})`);
     lines.push(`      ${spec.description}; ${spec.accepted}`);
   }
   return lines.join('\n');

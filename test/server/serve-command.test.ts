@@ -14,7 +14,7 @@ t.test('--help lists every flag with its environment variable and default', asyn
     t.match(r.stdout, flag);
   }
   t.match(r.stdout, /--port {2}\(SAFE_TERMINATION_PORT, default 8443\)/);
-  t.match(r.stdout, /--propagation-delay {2}\(SAFE_TERMINATION_PROPAGATION_DELAY, default 5\)/);
+  t.match(r.stdout, /--propagation-delay {2}\(SAFE_TERMINATION_PROPAGATION_DELAY, default 5s\)/);
 });
 
 t.test('usage errors exit 2 naming the flag; runtime errors exit 1', async (t) => {
