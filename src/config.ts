@@ -4,7 +4,7 @@
  * Errors name the flag (or variable), the bad value and the accepted form.
  */
 import { z } from 'zod';
-import { DURATION_FORM, parseDuration } from './core/duration.ts';
+import { DURATION_FORM, formatDuration, parseDuration } from './core/duration.ts';
 import { LINUX_DEFAULTS } from './core/conntrack.ts';
 import type { ConntrackKey, ConntrackValues } from './core/conntrack.ts';
 import { EXISTING_PRESTOP, PRESTOP_MODES } from './core/annotations.ts';
@@ -22,6 +22,8 @@ export interface FlagSpec<T> {
   readonly parse: (text: string) => T | undefined;
   /** A bare `--flag` means "true". */
   readonly boolean?: boolean;
+  /** How the default is shown in help and docs. */
+  show?(value: T): string;
 }
 
 type Specs = Readonly<Record<string, FlagSpec<unknown>>>;
@@ -54,6 +56,7 @@ export const flag = {
     description,
     accepted: min > 0 ? `at least ${min}s, as ${DURATION_FORM}` : DURATION_FORM,
     default: dflt,
+    show: (v) => (v === undefined ? 'unset' : formatDuration(v)),
     parse: (t) => {
       const s = parseDuration(t);
       return s !== undefined && s >= min ? s : undefined;
@@ -83,6 +86,7 @@ export const flag = {
     description,
     accepted: 'a Kubernetes version such as 1.29 or v1.31.2',
     default: undefined,
+    show: (v) => (v === undefined ? 'unset' : `${v.major}.${v.minor}`),
     parse: (t) => parseKubeVersion(t),
   }),
 };
@@ -233,23 +237,87 @@ export function staticConntrackFrom(v: FlagValues<typeof CONNTRACK_FLAGS>): Conn
 
 /** How the webhook reaches the Kubernetes API (spec §5; issue 3). */
 export const CLUSTER_FLAGS = {
-  kubeconfig: flag.path('use this kubeconfig to read cluster facts when not running in a pod', undefined),
+  kubeconfig: flag.path(
+    'reach the Kubernetes API through this kubeconfig ("default": $KUBECONFIG or ~/.kube/config); unset: the in-cluster service account in a pod, no API elsewhere',
+    undefined,
+  ),
   informerSyncTimeout: flag.seconds('report ready after this long even if the node informer has not synced', 10),
+  kubeProxyConfigmap: {
+    description: 'kube-proxy\'s ConfigMap, whose KubeProxyConfiguration conntrack.* values are the second conntrack source ("none": not read)',
+    accepted: 'namespace/name, or none',
+    default: 'kube-system/kube-proxy',
+    parse: (t: string) => (t === 'none' || parseConfigMapRef(t) !== undefined ? t : undefined),
+  } satisfies FlagSpec<string>,
+  kubeProxyInterval: flag.seconds('how often kube-proxy\'s ConfigMap is read again', 60, 1),
 } as const;
+
+export interface ConfigMapRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+/** "kube-system/kube-proxy" → {namespace, name}; undefined when not of that form. */
+export function parseConfigMapRef(text: string): ConfigMapRef | undefined {
+  const m = /^([a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)\/([a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?)$/.exec(text);
+  return m === null ? undefined : { namespace: m[1]!, name: m[2]! };
+}
 
 export const SERVE_FLAGS = { ...SERVER_FLAGS, ...MODEL_FLAGS, ...CONNTRACK_FLAGS, ...CLUSTER_FLAGS } as const;
 
 /** `safe-termination agent` (DaemonSet mode). */
 export const AGENT_FLAGS = {
-  nodeName: flag.text('the Node this agent annotates (the chart sets it from the downward API)', undefined, 'a node name'),
+  nodeName: flag.text('the Node this agent annotates; unset: $NODE_NAME (the chart sets it from the downward API)', undefined, 'a node name'),
   interval: flag.seconds('how often the sysctls are read and published', 60, 1),
   metricsPort: flag.port('plain-HTTP port of /healthz and Prometheus metrics (host network: pick a free one)', 9812),
   bindAddress: SERVER_FLAGS.bindAddress,
   conntrackProcDir: CONNTRACK_FLAGS.conntrackProcDir,
-  procNetDir: flag.path('where /proc/net/stat/nf_conntrack is read', '/proc/net'),
+  procNetDir: flag.path('where /proc/net/stat/nf_conntrack (and, for the stale count, /proc/net/nf_conntrack) is read', '/proc/net'),
+  staleConntrackInterval: flag.seconds(
+    'how often the whole conntrack table is read to count stale entries per Service (safe_termination_conntrack_stale_entries; needs list/watch of Services and EndpointSlices and read access to /proc/net/nf_conntrack); 0: off. Large tables cost CPU: 60s or more',
+    0,
+  ),
   kubeconfig: CLUSTER_FLAGS.kubeconfig,
   logLevel: SERVER_FLAGS.logLevel,
 } as const;
+
+export interface AgentConfig {
+  /** undefined only outside a cluster, where the agent publishes nothing. */
+  readonly nodeName: string | undefined;
+  readonly intervalSeconds: number;
+  readonly metricsPort: number;
+  readonly bindAddress: string;
+  readonly conntrackProcDir: string;
+  readonly procNetDir: string;
+  /** 0: the stale-entry count is off. */
+  readonly staleConntrackIntervalSeconds: number;
+  readonly kubeconfig: string | undefined;
+  readonly logLevel: LogLevel;
+}
+
+/** Node names are DNS subdomains (RFC 1123), as the API server validates them. */
+const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+export function parseAgentConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): AgentConfig {
+  const { values: v, positionals } = parseFlags(AGENT_FLAGS, argv, env);
+  if (positionals.length > 0) throw new UsageError(ErrorCode.invalidFlag, `agent takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  const fromEnv = env['NODE_NAME'] === '' ? undefined : env['NODE_NAME'];
+  const nodeName = v.nodeName ?? fromEnv;
+  if (nodeName !== undefined && !NODE_NAME.test(nodeName)) {
+    const origin = v.nodeName !== undefined ? '--node-name' : 'NODE_NAME';
+    throw new UsageError(ErrorCode.invalidFlag, `${origin}: invalid value ${JSON.stringify(nodeName)}; expected a node name (lower-case DNS subdomain)`);
+  }
+  return Object.freeze({
+    nodeName,
+    intervalSeconds: v.interval,
+    metricsPort: v.metricsPort,
+    bindAddress: v.bindAddress,
+    conntrackProcDir: v.conntrackProcDir,
+    procNetDir: v.procNetDir,
+    staleConntrackIntervalSeconds: v.staleConntrackInterval,
+    kubeconfig: v.kubeconfig,
+    logLevel: v.logLevel,
+  });
+}
 
 export interface ServeConfig {
   readonly port: number;
@@ -267,6 +335,9 @@ export interface ServeConfig {
   readonly conntrackProcDir: string;
   readonly kubeconfig: string | undefined;
   readonly informerSyncTimeoutSeconds: number;
+  /** undefined: kube-proxy's configuration is not read. */
+  readonly kubeProxyConfigMap: ConfigMapRef | undefined;
+  readonly kubeProxyIntervalSeconds: number;
 }
 
 export function parseServeConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServeConfig {
@@ -296,5 +367,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
     conntrackProcDir: v.conntrackProcDir,
     kubeconfig: v.kubeconfig,
     informerSyncTimeoutSeconds: v.informerSyncTimeout,
+    kubeProxyConfigMap: v.kubeProxyConfigmap === 'none' ? undefined : parseConfigMapRef(v.kubeProxyConfigmap),
+    kubeProxyIntervalSeconds: v.kubeProxyInterval,
   });
 }

@@ -2,7 +2,6 @@
 /** The `safe-termination` command: subcommand dispatch only. */
 import { UsageError } from '../errors.ts';
 import { PRODUCT, VERSION } from '../version.ts';
-import { runServe } from './serve.ts';
 
 const USAGE = `${PRODUCT} ${VERSION}: inject safe pod termination (preStop sleep + grace period)
 
@@ -10,6 +9,10 @@ Usage: ${PRODUCT} <command> [flags]
 
 Commands:
   serve     run the mutating admission webhook (HTTPS)
+  agent     run the node agent: publish this node's conntrack timeouts as Node annotations
+  inject    add the preStop sleep and grace period to manifests (offline, same decision)
+  explain   show what inject and the webhook would do to manifests, and why
+  diagnose  list stale conntrack entries (DNAT to gone endpoints) by Service
   version   print the version
 
 Run '${PRODUCT} <command> --help' for the flags of a command.
@@ -17,8 +20,13 @@ Run '${PRODUCT} <command> --help' for the flags of a command.
 
 type Command = (argv: readonly string[]) => Promise<number>;
 
+// Loaded on use: each command pulls in only its own dependencies.
 const COMMANDS: Readonly<Record<string, Command>> = {
-  serve: runServe,
+  serve: async (argv) => (await import('./serve.ts')).runServe(argv),
+  agent: async (argv) => (await import('./agent.ts')).runAgent(argv),
+  inject: async (argv) => (await import('./inject.ts')).runInject(argv),
+  explain: async (argv) => (await import('./explain.ts')).runExplain(argv),
+  diagnose: async (argv) => (await import('./diagnose.ts')).runDiagnose(argv),
   version: async () => {
     process.stdout.write(`${VERSION}\n`);
     return 0;

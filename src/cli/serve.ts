@@ -1,13 +1,21 @@
 /** `safe-termination serve`: parse flags, start the webhook, handle signals. */
+import { runsInPod } from '../cluster/in-pod.ts';
 import { parseServeConfig, SERVE_FLAGS } from '../config.ts';
+import type { ServeConfig } from '../config.ts';
 import { createLogger } from '../server/logger.ts';
-import { startWebhook } from '../server/serve.ts';
+import type { Logger } from '../server/logger.ts';
+import { localFactsWiring, startWebhook } from '../server/serve.ts';
+import type { FactsWiring } from '../server/serve.ts';
 import { flagHelp, wantsHelp } from './help.ts';
+import { runUntilSignal } from './signals.ts';
 
 const HELP = `Usage: safe-termination serve --tls-cert-file FILE --tls-private-key-file FILE [flags]
 
 Runs the mutating admission webhook: POST /mutate, GET /healthz and GET /readyz
 over HTTPS, Prometheus metrics over plain HTTP on --metrics-port.
+Conntrack facts: in a pod (or with --kubeconfig), the agent's Node annotations,
+then kube-proxy's ConfigMap, then the static values; elsewhere this machine's
+/proc/sys/net/netfilter, then the static values.
 Durations take whole seconds ("35") or h/m/s units ("2m", "1m30s").
 
 Example:
@@ -17,6 +25,14 @@ Flags:
 ${flagHelp(SERVE_FLAGS)}
 `;
 
+/** In a pod or with --kubeconfig: the cluster's facts; else this machine's (spec §5). */
+async function factsWiring(config: ServeConfig, log: Logger): Promise<FactsWiring> {
+  if (config.kubeconfig === undefined && !runsInPod(process.env)) return localFactsWiring(config, log);
+  // The Kubernetes client is loaded only when it is used (it costs a second of start-up).
+  const { selectFactsWiring } = await import('../cluster/facts.ts');
+  return selectFactsWiring(process.env)(config, log);
+}
+
 export async function runServe(argv: readonly string[]): Promise<number> {
   if (wantsHelp(argv)) {
     process.stdout.write(HELP);
@@ -24,27 +40,7 @@ export async function runServe(argv: readonly string[]): Promise<number> {
   }
   const config = parseServeConfig(argv, process.env);
   const log = createLogger(config.logLevel);
-  const webhook = await startWebhook(config, log);
-  return new Promise<number>((resolve) => {
-    let signals = 0;
-    const stop = (signal: NodeJS.Signals): void => {
-      signals++;
-      if (signals > 1) {
-        log.warn({ signal }, 'second signal: exiting now');
-        resolve(1);
-        process.exit(1);
-      }
-      // SIGTERM comes from the kubelet: wait for endpoints to drop us. SIGINT is a person.
-      const delay = signal === 'SIGTERM' ? undefined : 0;
-      webhook.shutdown(delay).then(
-        () => resolve(0),
-        (error: unknown) => {
-          log.error({ err: error }, 'shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  const webhook = await startWebhook(config, log, factsWiring);
+  // SIGTERM comes from the kubelet: wait for endpoints to drop us. SIGINT is a person.
+  return runUntilSignal(log, (signal) => webhook.shutdown(signal === 'SIGTERM' ? undefined : 0));
 }

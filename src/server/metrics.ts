@@ -1,6 +1,6 @@
 /** Prometheus metrics of the webhook (prom-client), served on a separate plain-HTTP port. */
 import { createServer } from 'node:http';
-import type { Server } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export interface WebhookMetrics {
@@ -64,16 +64,7 @@ export function createWebhookMetrics(): WebhookMetrics {
 export async function startMetricsServer(registry: Registry, port: number, host?: string): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
-      registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { 'content-type': registry.contentType });
-          res.end(text);
-        },
-        () => {
-          res.writeHead(500, { 'content-type': 'text/plain' });
-          res.end('metrics unavailable\n');
-        },
-      );
+      writeMetrics(registry, res);
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' });
@@ -88,4 +79,18 @@ export async function startMetricsServer(registry: Registry, port: number, host?
     });
   });
   return server;
+}
+
+/** Answers a scrape with the registry's text (500 if collecting fails). */
+export function writeMetrics(registry: Registry, res: ServerResponse): void {
+  registry.metrics().then(
+    (text) => {
+      res.writeHead(200, { 'content-type': registry.contentType });
+      res.end(text);
+    },
+    () => {
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end('metrics unavailable\n');
+    },
+  );
 }

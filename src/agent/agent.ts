@@ -1,0 +1,204 @@
+/**
+ * `safe-termination agent` (DaemonSet, hostNetwork): reads this node's conntrack
+ * sysctls at start and every interval, publishes them as Node annotations (spec §3),
+ * and serves /healthz and Prometheus metrics.
+ *
+ * It stays healthy through everything it cannot help: an API server that is
+ * away (the annotator retries with backoff), a kernel without conntrack (said
+ * once; nothing is published until the sysctls appear, e.g. when kube-proxy
+ * loads nf_conntrack), no cluster at all (metrics only).
+ */
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AgentConfig } from '../config.ts';
+import { sysctlName } from '../core/conntrack.ts';
+import type { ClusterAccess } from '../cluster/kubeconfig.ts';
+import { ConntrackTable } from '../host/conntrack-table.ts';
+import type { ConntrackTableOptions } from '../host/conntrack-table.ts';
+import { readConntrackSysctls } from '../host/sysctl.ts';
+import type { Logger } from '../server/logger.ts';
+import { writeMetrics } from '../server/metrics.ts';
+import { NodeAnnotator } from './annotator.ts';
+import type { NodeAnnotatorOptions } from './annotator.ts';
+import { createAgentMetrics } from './metrics.ts';
+import type { AgentMetrics } from './metrics.ts';
+import { ServiceEndpoints } from './service-endpoints.ts';
+import type { ServiceEndpointsOptions } from './service-endpoints.ts';
+import { StaleConntrackMonitor } from './stale-conntrack.ts';
+
+export interface AgentTuning {
+  readonly annotator?: Pick<NodeAnnotatorOptions, 'backoff' | 'requestTimeoutMs' | 'verifyEveryMs'>;
+  /** Interval in milliseconds instead of the config's seconds (tests). */
+  readonly intervalMs?: number;
+  /** The stale-entry count (tests): its interval in ms, endpoint informers, table reader. */
+  readonly staleConntrack?: {
+    readonly intervalMs?: number;
+    readonly endpoints?: Pick<ServiceEndpointsOptions, 'maxFailingMs' | 'informer'>;
+    readonly table?: Partial<ConntrackTableOptions>;
+  };
+}
+
+export interface RunningAgent {
+  readonly port: number;
+  readonly metrics: AgentMetrics;
+  readonly annotator: NodeAnnotator | undefined;
+  /** The stale-entry count, when --stale-conntrack-interval is set and the API server is reachable. */
+  readonly staleConntrack: StaleConntrackMonitor | undefined;
+  /** Read the sysctls now and publish if needed (the interval timer does this too). */
+  tick(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+type Availability = 'unknown' | 'available' | 'partial' | 'absent';
+
+export async function startAgent(config: AgentConfig, log: Logger, access: ClusterAccess, tuning: AgentTuning = {}): Promise<RunningAgent> {
+  const metrics = createAgentMetrics(config);
+  let annotator: NodeAnnotator | undefined;
+  if (access.kind === 'none') {
+    log.warn('not in a pod and no --kubeconfig: serving metrics only, publishing no Node annotations');
+  } else if (config.nodeName === undefined) {
+    throw new Error('no node name: set --node-name or NODE_NAME (the chart sets it from the downward API)');
+  } else {
+    annotator = new NodeAnnotator({
+      kubeConfig: access.kubeConfig,
+      nodeName: config.nodeName,
+      log,
+      onPublish: (r) => metrics.publish(r),
+      ...tuning.annotator,
+    });
+    log.info({ node: config.nodeName, api: access.server }, 'publishing conntrack timeouts as Node annotations');
+  }
+
+  let availability: Availability = 'unknown';
+  const tick = async (): Promise<void> => {
+    const observedAt = new Date();
+    const reading = await readConntrackSysctls(config.conntrackProcDir);
+    const got = Object.keys(reading.values).length;
+    const now: Availability = got === 0 ? 'absent' : reading.missing.length > 0 ? 'partial' : 'available';
+    if (now !== availability) {
+      // Said once per change, not once per tick.
+      if (now === 'absent') {
+        log.warn(
+          { dir: config.conntrackProcDir },
+          'no conntrack sysctls on this node (nf_conntrack not loaded?); publishing nothing until they appear',
+        );
+      } else if (now === 'partial') {
+        log.warn({ dir: config.conntrackProcDir, missing: reading.missing.map(sysctlName) }, 'some conntrack sysctls are missing; publishing the others');
+      } else if (availability !== 'unknown') {
+        log.info({ dir: config.conntrackProcDir }, 'conntrack sysctls readable');
+      }
+      availability = now;
+    }
+    metrics.setTimeouts(reading.values);
+    annotator?.setDesired(reading.values, observedAt);
+  };
+
+  const stale = startStaleCount(config, log, access, metrics, tuning);
+
+  const server = createAgentServer(metrics, () => ({
+    node: config.nodeName ?? null,
+    conntrack: availability,
+    publish: annotator?.status(),
+    staleConntrack: stale?.monitor.status(),
+  }));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error) => {
+      void stale?.stop();
+      reject(error);
+    });
+    server.listen(config.metricsPort, config.bindAddress, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.metricsPort;
+
+  const intervalMs = tuning.intervalMs ?? config.intervalSeconds * 1000;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const loop = (): void => {
+    tick().then(
+      () => undefined,
+      (error: unknown) => log.error({ problem: error instanceof Error ? error.message : String(error) }, 'reading conntrack sysctls failed'),
+    ).finally(() => {
+      if (!stopped) timer = setTimeout(loop, intervalMs);
+    });
+  };
+  loop();
+  log.info({ port, intervalSeconds: intervalMs / 1000 }, 'agent serving /healthz and /metrics');
+
+  return {
+    port,
+    metrics,
+    annotator,
+    staleConntrack: stale?.monitor,
+    tick,
+    stop: async () => {
+      stopped = true;
+      clearTimeout(timer);
+      annotator?.stop();
+      await stale?.stop();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await closed;
+      log.info('agent stopped');
+    },
+  };
+}
+
+/** The stale-entry count of --stale-conntrack-interval: its endpoint informers and scan loop, started. */
+function startStaleCount(
+  config: AgentConfig,
+  log: Logger,
+  access: ClusterAccess,
+  metrics: AgentMetrics,
+  tuning: AgentTuning,
+): { monitor: StaleConntrackMonitor; stop: () => Promise<void> } | undefined {
+  const seconds = config.staleConntrackIntervalSeconds;
+  if (seconds === 0 || metrics.stale === undefined) return undefined;
+  if (access.kind === 'none') {
+    log.warn('--stale-conntrack-interval needs the Kubernetes API (Services and EndpointSlices): not counting stale conntrack entries');
+    return undefined;
+  }
+  const endpoints = new ServiceEndpoints({ kubeConfig: access.kubeConfig, log, ...tuning.staleConntrack?.endpoints });
+  const table = new ConntrackTable({ procNetDir: config.procNetDir, ...tuning.staleConntrack?.table });
+  const intervalMs = tuning.staleConntrack?.intervalMs ?? seconds * 1000;
+  const monitor = new StaleConntrackMonitor({ table, endpoints, metrics: metrics.stale, log, intervalMs });
+  endpoints.start();
+  monitor.start();
+  log.info({ intervalSeconds: intervalMs / 1000, table: table.path }, 'counting stale conntrack entries per Service (watching Services and EndpointSlices)');
+  if (seconds < 60) log.warn({ intervalSeconds: seconds }, 'reading a large conntrack table this often costs CPU; 60s or more is recommended');
+  return {
+    monitor,
+    stop: async () => {
+      await monitor.stop();
+      await endpoints.stop();
+    },
+  };
+}
+
+function createAgentServer(metrics: AgentMetrics, status: () => unknown): Server {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET' });
+      res.end('method not allowed\n');
+      return;
+    }
+    if (path === '/healthz' || path === '/readyz') {
+      // Healthy whatever the API server or the kernel does: nothing here is fixed by a restart.
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(`${JSON.stringify({ status: 'ok', ...(status() as object) })}\n`);
+      return;
+    }
+    if (path === '/metrics') {
+      writeMetrics(metrics.registry, res);
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found: the agent serves GET /healthz and GET /metrics\n');
+  });
+  server.keepAliveTimeout = 65_000;
+  return server;
+}

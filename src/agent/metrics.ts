@@ -1,0 +1,172 @@
+/**
+ * Prometheus metrics of the agent (prom-client). Table usage and the kernel's
+ * counters are read at scrape time, as node_exporter does; the timeouts are the
+ * values of the latest reading (what the agent publishes).
+ */
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { CONNTRACK_KEYS } from '../core/conntrack.ts';
+import type { PartialConntrackValues } from '../core/conntrack.ts';
+import { STALE_ENTRIES_METRIC } from '../diagnose/probe.ts';
+import { CONNTRACK_STATS, readConntrackStat, readConntrackUsage } from './conntrack-stats.ts';
+import type { PublishResult } from './annotator.ts';
+
+export interface AgentMetrics {
+  readonly registry: Registry;
+  /** Record the latest sysctl reading. */
+  setTimeouts(values: PartialConntrackValues): void;
+  publish(result: PublishResult): void;
+  /** The stale-entry metrics; registered only when that count is on. */
+  readonly stale: StaleMetrics | undefined;
+}
+
+/** Why a stale-entry scan gave no count, or `ok`. */
+export type StaleScanResult = 'ok' | 'unreadable' | 'no-endpoints' | 'error';
+
+export interface StaleMetrics {
+  /** safe_termination_conntrack_stale_entries{namespace,service,protocol}. */
+  readonly entries: Gauge<'namespace' | 'service' | 'protocol'>;
+  /** A scan's outcome; anything but `ok` also clears the stale series (no count is better than a wrong one). */
+  scanned(result: StaleScanResult, details?: { seconds: number; entries: number }): void;
+}
+
+export const STAT_HELP: Readonly<Record<(typeof CONNTRACK_STATS)[number], string>> = {
+  found: 'Conntrack lookups that found an entry, summed over CPUs (/proc/net/stat/nf_conntrack).',
+  invalid: 'Packets conntrack could not track, summed over CPUs.',
+  insert_failed: 'Entries that could not be inserted (a race or a full table), summed over CPUs; rising means dropped flows.',
+  drop: 'Packets dropped because the table was full, summed over CPUs.',
+  early_drop: 'Entries evicted early to make room in a full table, summed over CPUs.',
+  search_restart: 'Table lookups restarted because of a concurrent resize, summed over CPUs.',
+};
+
+export function createAgentMetrics(dirs: { conntrackProcDir: string; procNetDir: string; staleConntrackIntervalSeconds?: number }): AgentMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'safe_termination_agent_' });
+  const registers = [registry];
+  new Gauge({
+    name: 'safe_termination_conntrack_entries',
+    help: 'Entries in the conntrack table (nf_conntrack_count); 0 when conntrack is not loaded (see safe_termination_conntrack_available).',
+    registers,
+    async collect() {
+      const { entries } = await readConntrackUsage(dirs.conntrackProcDir);
+      if (entries === undefined) this.reset();
+      else this.set(entries);
+    },
+  });
+  new Gauge({
+    name: 'safe_termination_conntrack_entries_limit',
+    help: 'Size limit of the conntrack table (nf_conntrack_max).',
+    registers,
+    async collect() {
+      const { limit } = await readConntrackUsage(dirs.conntrackProcDir);
+      if (limit === undefined) this.reset();
+      else this.set(limit);
+    },
+  });
+  new Gauge({
+    name: 'safe_termination_conntrack_available',
+    help: '1 when this node\'s conntrack sysctls are readable (nf_conntrack loaded), else 0.',
+    registers,
+    async collect() {
+      const { limit } = await readConntrackUsage(dirs.conntrackProcDir);
+      this.set(limit === undefined ? 0 : 1);
+    },
+  });
+  // One collect reads the stat file for all counters.
+  let statRead: Promise<Record<string, number> | undefined> | undefined;
+  const stat = (): Promise<Record<string, number> | undefined> => {
+    statRead ??= readConntrackStat(dirs.procNetDir).finally(() => {
+      setImmediate(() => (statRead = undefined));
+    });
+    return statRead;
+  };
+  for (const name of CONNTRACK_STATS) {
+    new Counter({
+      name: `safe_termination_conntrack_stat_${name}_total`,
+      help: STAT_HELP[name],
+      registers,
+      async collect() {
+        const sums = await stat();
+        this.reset();
+        const v = sums?.[name];
+        if (v !== undefined) this.inc(v);
+      },
+    });
+  }
+  const timeouts = new Gauge({
+    name: 'safe_termination_conntrack_timeout_seconds',
+    help: 'Conntrack timeouts read from this node\'s sysctls and published as Node annotations, by key (udp-timeout, …).',
+    labelNames: ['key'],
+    registers,
+  });
+  const publishes = new Counter({
+    name: 'safe_termination_agent_publishes_total',
+    help: 'Attempts to publish the conntrack annotations on the Node, by result (patched, error).',
+    labelNames: ['result'],
+    registers,
+  });
+  const lastPublish = new Gauge({
+    name: 'safe_termination_agent_last_publish_timestamp_seconds',
+    help: 'Time of the last successful annotation patch, seconds since the epoch.',
+    registers,
+  });
+  return {
+    registry,
+    stale: (dirs.staleConntrackIntervalSeconds ?? 0) > 0 ? createStaleMetrics(registry) : undefined,
+    setTimeouts(values) {
+      for (const key of CONNTRACK_KEYS) {
+        const v = values[key];
+        if (v === undefined) timeouts.remove({ key });
+        else timeouts.set({ key }, v);
+      }
+    },
+    publish(result) {
+      publishes.inc({ result });
+      if (result === 'patched') lastPublish.setToCurrentTime();
+    },
+  };
+}
+
+function createStaleMetrics(registry: Registry): StaleMetrics {
+  const registers = [registry];
+  const entries = new Gauge({
+    name: STALE_ENTRIES_METRIC.name,
+    help: STALE_ENTRIES_METRIC.help,
+    labelNames: [...STALE_ENTRIES_METRIC.labelNames],
+    registers,
+  });
+  const available = new Gauge({
+    name: 'safe_termination_conntrack_stale_available',
+    help: '1 when the last stale-entry scan counted (conntrack table readable, Services and EndpointSlices current), else 0; see safe_termination_conntrack_stale_scans_total for why.',
+    registers,
+  });
+  const scans = new Counter({
+    name: 'safe_termination_conntrack_stale_scans_total',
+    help: 'Stale-entry scans of the conntrack table, by result (ok, unreadable: no /proc/net/nf_conntrack nor conntrack tool, no-endpoints: Services/EndpointSlices not synced or outdated, error).',
+    labelNames: ['result'],
+    registers,
+  });
+  const duration = new Gauge({
+    name: 'safe_termination_conntrack_stale_scan_duration_seconds',
+    help: 'Time the last successful stale-entry scan took (reading and classifying the whole table).',
+    registers,
+  });
+  const scanned = new Gauge({
+    name: 'safe_termination_conntrack_stale_scanned_entries',
+    help: 'Conntrack entries read by the last successful stale-entry scan.',
+    registers,
+  });
+  available.set(0);
+  for (const result of ['ok', 'unreadable', 'no-endpoints', 'error']) scans.inc({ result }, 0);
+  return {
+    entries,
+    scanned(result, details) {
+      scans.inc({ result });
+      available.set(result === 'ok' ? 1 : 0);
+      if (result !== 'ok') entries.reset();
+      if (details !== undefined) {
+        duration.set(details.seconds);
+        scanned.set(details.entries);
+      }
+    },
+  };
+}

@@ -1,0 +1,93 @@
+/**
+ * Reads kube-proxy's ConfigMap at start and again every interval (a GET: the
+ * chart grants `get` on that one ConfigMap, nothing more). Absent, forbidden or
+ * unparseable: no values, said once in the log, never an error.
+ */
+import { CoreV1Api } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { PartialConntrackValues } from '../core/conntrack.ts';
+import type { Logger } from '../server/logger.ts';
+import { describeApiError, requestOptions, statusOf } from './api.ts';
+import { kubeProxyConfigText, parseKubeProxyConfig } from './kube-proxy-config.ts';
+import type { ConfigMapRef } from '../config.ts';
+
+export interface KubeProxySourceOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly log: Logger;
+  readonly ref: ConfigMapRef;
+  readonly intervalMs: number;
+  readonly requestTimeoutMs?: number;
+  readonly onChange: (values: PartialConntrackValues) => void;
+}
+
+export class KubeProxySource {
+  /** Settles after the first read, whatever its outcome. */
+  readonly firstRead: Promise<void>;
+  readonly #o: KubeProxySourceOptions;
+  readonly #core: CoreV1Api;
+  readonly #abort = new AbortController();
+  #timer: NodeJS.Timeout | undefined;
+  #values: PartialConntrackValues = {};
+  #lastOutcome = '';
+  #stopped = false;
+
+  constructor(o: KubeProxySourceOptions) {
+    this.#o = o;
+    this.#core = o.kubeConfig.makeApiClient(CoreV1Api);
+    this.firstRead = this.#read();
+  }
+
+  get values(): PartialConntrackValues {
+    return this.#values;
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#abort.abort();
+    clearTimeout(this.#timer);
+  }
+
+  async #read(): Promise<void> {
+    const { ref, log } = this.#o;
+    const where = `${ref.namespace}/${ref.name}`;
+    let next: PartialConntrackValues | undefined;
+    let outcome: string;
+    try {
+      const cm = await this.#core.readNamespacedConfigMap(
+        { name: ref.name, namespace: ref.namespace },
+        requestOptions({ timeoutMs: this.#o.requestTimeoutMs ?? 10_000, signal: this.#abort.signal }),
+      );
+      const text = kubeProxyConfigText(cm.data);
+      if (text === undefined) {
+        next = {};
+        outcome = 'ConfigMap has no KubeProxyConfiguration (config.conf)';
+      } else {
+        const parsed = parseKubeProxyConfig(text);
+        next = parsed.ok ? parsed.values : {};
+        outcome = parsed.ok ? `ok ${JSON.stringify(parsed.values)}` : `unreadable: ${parsed.problem}`;
+      }
+    } catch (error) {
+      if (this.#stopped) return;
+      const status = statusOf(error);
+      if (status === 404 || status === 403 || status === 401) {
+        next = {}; // absent or not ours to read: skipped quietly
+        outcome = status === 404 ? 'not found' : `not readable (HTTP ${status})`;
+      } else {
+        // API server away: keep the last values.
+        outcome = `not read: ${describeApiError(error)}`;
+      }
+    }
+    if (this.#stopped) return;
+    if (outcome !== this.#lastOutcome) {
+      this.#lastOutcome = outcome;
+      if (outcome.startsWith('ok ')) log.info({ configMap: where, values: next }, 'kube-proxy conntrack settings read');
+      else log.info({ configMap: where, outcome }, 'kube-proxy configuration not used as a conntrack source');
+    }
+    if (next !== undefined && JSON.stringify(next) !== JSON.stringify(this.#values)) {
+      this.#values = Object.freeze(next);
+      this.#o.onChange(this.#values);
+    }
+    this.#timer = setTimeout(() => void this.#read(), this.#o.intervalMs);
+    this.#timer.unref();
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * How this process reaches the Kubernetes API (spec §5, issue 3):
+ * - `--kubeconfig FILE`: that file (`--kubeconfig default`: $KUBECONFIG, else ~/.kube/config);
+ * - else, in a pod (KUBERNETES_SERVICE_HOST/PORT set and a service-account token
+ *   mounted): the in-cluster service-account configuration;
+ * - else none: the webhook uses this machine's /proc/sys, the agent only serves metrics.
+ */
+import { KubeConfig } from '@kubernetes/client-node';
+import { ErrorCode, UsageError } from '../errors.ts';
+import { runsInPod } from './in-pod.ts';
+
+export { runsInPod, SERVICE_ACCOUNT_DIR } from './in-pod.ts';
+/** `--kubeconfig default`: the kubeconfig kubectl would use. */
+export const DEFAULT_KUBECONFIG = 'default';
+
+export type ClusterAccess =
+  | { readonly kind: 'in-cluster'; readonly kubeConfig: KubeConfig; readonly server: string }
+  | { readonly kind: 'kubeconfig'; readonly kubeConfig: KubeConfig; readonly server: string; readonly path: string }
+  | { readonly kind: 'none' };
+
+export interface AccessOptions {
+  readonly kubeconfig: string | undefined;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Prefix of the service-account directory (tests point it at a temp dir). */
+  readonly inClusterRoot?: string;
+}
+
+/** Resolve and load the API access. Throws UsageError when an explicit kubeconfig cannot be loaded. */
+export function resolveClusterAccess(o: AccessOptions): ClusterAccess {
+  if (o.kubeconfig !== undefined) {
+    const kc = new KubeConfig();
+    const path = o.kubeconfig === DEFAULT_KUBECONFIG ? (o.env['KUBECONFIG'] ?? '~/.kube/config') : o.kubeconfig;
+    try {
+      if (o.kubeconfig === DEFAULT_KUBECONFIG) kc.loadFromDefault();
+      else kc.loadFromFile(o.kubeconfig);
+    } catch (error) {
+      throw new UsageError(ErrorCode.invalidFlag, `--kubeconfig: cannot load ${JSON.stringify(path)}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+    }
+    const cluster = kc.getCurrentCluster();
+    if (cluster === null) {
+      throw new UsageError(ErrorCode.invalidFlag, `--kubeconfig: ${JSON.stringify(path)} has no current context with a cluster`);
+    }
+    return { kind: 'kubeconfig', kubeConfig: kc, server: cluster.server, path };
+  }
+  if (runsInPod(o.env, o.inClusterRoot)) {
+    const kc = new KubeConfig();
+    // loadFromCluster reads KUBERNETES_SERVICE_HOST/PORT from process.env.
+    const saved = { host: process.env['KUBERNETES_SERVICE_HOST'], port: process.env['KUBERNETES_SERVICE_PORT'] };
+    process.env['KUBERNETES_SERVICE_HOST'] = o.env['KUBERNETES_SERVICE_HOST'];
+    process.env['KUBERNETES_SERVICE_PORT'] = o.env['KUBERNETES_SERVICE_PORT'];
+    try {
+      kc.loadFromCluster(o.inClusterRoot ?? '');
+    } finally {
+      restoreEnv('KUBERNETES_SERVICE_HOST', saved.host);
+      restoreEnv('KUBERNETES_SERVICE_PORT', saved.port);
+    }
+    return { kind: 'in-cluster', kubeConfig: kc, server: kc.getCurrentCluster()?.server ?? '' };
+  }
+  return { kind: 'none' };
+}
+
+function restoreEnv(name: string, value: string | undefined): void {
+  if (value === undefined) Reflect.deleteProperty(process.env, name);
+  else process.env[name] = value;
+}

@@ -1,0 +1,277 @@
+/**
+ * A list+watch cache of one resource, trimmed to what its user reads: the Node
+ * informer's pattern (node-informer.ts) for any collection. client-node's ListWatch
+ * does list-then-watch from the list's resourceVersion and relists on 410 Gone;
+ * this adds what client-node 2.x leaves to its users:
+ *
+ * - restart after errors, with backoff (ListWatch stops on any other error);
+ * - chunked lists (`limit`/`continue`, restarted whole when a continue token
+ *   expires) with a deadline on every page;
+ * - every object trimmed as it arrives, from lists and watch events alike;
+ * - watch bookmarks and a server-side `timeoutSeconds`, as client-go's reflector
+ *   does, and a client-side idle deadline above the bookmark period;
+ * - `status()`: synced, and since when it has been failing (a cache that has not
+ *   been able to follow the API server for a while is no longer current).
+ */
+import { ListWatch, V1ListMeta, Watch } from '@kubernetes/client-node';
+import type { ConfigurationOptions, KubeConfig, KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
+import type { Logger } from '../server/logger.ts';
+import { backoffDelay, describeApiError, requestOptions, statusOf } from './api.ts';
+
+export interface ListPage {
+  readonly items: readonly unknown[];
+  readonly metadata?: { readonly resourceVersion?: string; readonly _continue?: string } | undefined;
+}
+
+export interface ResourceInformerOptions<T extends KubernetesObject> {
+  readonly kubeConfig: KubeConfig;
+  readonly log: Logger;
+  /** For logs: `services`, `endpointslices`. */
+  readonly resource: string;
+  /** The collection's path, watched with `?watch=true` (e.g. `/api/v1/services`). */
+  readonly path: string;
+  /** One list page (a generated client's list call). */
+  readonly listPage: (params: { limit: number | undefined; _continue: string | undefined }, options: ConfigurationOptions) => Promise<ListPage>;
+  /** The object as kept; undefined drops it (metadata.name and namespace must be kept, and resourceVersion). */
+  readonly trim: (obj: unknown) => T | undefined;
+  /** Called after every change of the cache (add, update, delete, relist). */
+  readonly onChange?: () => void;
+  /** A hint for the first failure's log line (e.g. the RBAC this needs). */
+  readonly forbiddenHint?: string;
+  readonly pageSize?: number;
+  readonly requestTimeoutMs?: number;
+  readonly watchIdleTimeoutMs?: number;
+  readonly watchTimeoutSeconds?: () => number;
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+}
+
+export interface ResourceInformerStatus {
+  readonly synced: boolean;
+  readonly objects: number;
+  /** Consecutive failures since the last successful list, watch start or event. */
+  readonly failures: number;
+  readonly lastError: string | undefined;
+  /** When the current run of failures began (ms since the epoch); undefined when healthy. */
+  readonly failingSince: number | undefined;
+}
+
+type WatchCallback = (phase: string, obj: unknown, raw?: unknown) => void;
+
+interface WatchHooks {
+  readonly timeoutSeconds: () => number;
+  readonly stopped: () => boolean;
+  readonly trim: (obj: unknown) => KubernetesObject | undefined;
+  /** The watch's response arrived with 200: the cache follows the server again. */
+  readonly connected: () => void;
+}
+
+/** client-node's Watch with bookmarks, a server-side timeout, trimming, a stop switch and a "connected" signal. */
+class TrimmingWatch extends Watch {
+  readonly #o: WatchHooks;
+  constructor(kc: KubeConfig, idleTimeoutMs: number, o: WatchHooks) {
+    super(kc);
+    // Watch's idle deadline (30 s in 2.0) would cut quiet watches before the API
+    // server's once-a-minute bookmark arrives. It is private in the typings.
+    Reflect.set(this, 'requestTimeoutMs', idleTimeoutMs);
+    this.#o = o;
+  }
+  override async watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: WatchCallback,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
+    if (this.#o.stopped()) {
+      const controller = new AbortController();
+      queueMicrotask(() => done(new Error('informer stopped')));
+      return controller;
+    }
+    let ended = false;
+    const params = { ...queryParams, allowWatchBookmarks: true, timeoutSeconds: this.#o.timeoutSeconds() };
+    const controller = await super.watch(
+      path,
+      params,
+      (phase, obj, raw) => {
+        if (phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED') {
+          const trimmed = this.#o.trim(obj);
+          if (trimmed !== undefined) callback(phase, trimmed, raw);
+        } else {
+          callback(phase, obj, raw);
+        }
+      },
+      (err) => {
+        ended = true;
+        done(err);
+      },
+    );
+    if (this.#o.stopped()) controller.abort();
+    // The response came with 200 and the stream is open: the cache follows the server again.
+    else if (!ended) this.#o.connected();
+    return controller;
+  }
+}
+
+export class ResourceInformer<T extends KubernetesObject> {
+  readonly synced: Promise<void>;
+  readonly #o: ResourceInformerOptions<T> & { pageSize: number; requestTimeoutMs: number; backoff: { initialMs: number; maxMs: number } };
+  readonly #informer: ListWatch<T>;
+  readonly #abort = new AbortController();
+  #markSynced!: () => void;
+  #synced = false;
+  #stopped = false;
+  #started = false;
+  #failures = 0;
+  #failingSince: number | undefined;
+  #lastError: string | undefined;
+  #restartTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: ResourceInformerOptions<T>) {
+    this.#o = { pageSize: 500, requestTimeoutMs: 30_000, ...options, backoff: options.backoff ?? { initialMs: 1000, maxMs: 30_000 } };
+    this.synced = new Promise((resolve) => {
+      this.#markSynced = resolve;
+    });
+    const watch = new TrimmingWatch(options.kubeConfig, options.watchIdleTimeoutMs ?? 90_000, {
+      timeoutSeconds: options.watchTimeoutSeconds ?? (() => 300 + Math.floor(Math.random() * 300)),
+      stopped: () => this.#stopped,
+      trim: (obj) => options.trim(obj),
+      connected: () => this.#healthy(),
+    });
+    this.#informer = new ListWatch<T>(options.path, watch, () => this.#list(), false, undefined, undefined, {
+      delayFn: (ms) => this.#delay(ms),
+    });
+    const changed = (): void => {
+      this.#healthy();
+      this.#o.onChange?.();
+    };
+    this.#informer.on('add', changed);
+    this.#informer.on('update', changed);
+    this.#informer.on('delete', changed);
+    this.#informer.on('error', (err: unknown) => this.#onError(err));
+  }
+
+  /** The cached objects (trimmed). */
+  list(): readonly T[] {
+    return this.#informer.list();
+  }
+
+  status(): ResourceInformerStatus {
+    return {
+      synced: this.#synced,
+      objects: this.#informer.list().length,
+      failures: this.#failures,
+      lastError: this.#lastError,
+      failingSince: this.#failingSince,
+    };
+  }
+
+  start(): void {
+    if (this.#started || this.#stopped) return;
+    this.#started = true;
+    this.#run();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearTimeout(this.#restartTimer);
+    this.#abort.abort();
+    await this.#informer.stop();
+  }
+
+  #delay(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      timer.unref();
+      this.#abort.signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        { once: true },
+      );
+    });
+  }
+
+  #run(): void {
+    this.#informer.start().catch((err: unknown) => this.#onError(err));
+  }
+
+  async #list(): Promise<KubernetesListObject<T>> {
+    const items: T[] = [];
+    let cont: string | undefined;
+    let limit: number | undefined = this.#o.pageSize;
+    let resourceVersion = '';
+    for (;;) {
+      if (this.#stopped) throw new Error('informer stopped');
+      let page: ListPage;
+      try {
+        page = await this.#o.listPage({ limit, _continue: cont }, requestOptions({ timeoutMs: this.#o.requestTimeoutMs, signal: this.#abort.signal }));
+      } catch (error) {
+        if (cont !== undefined && statusOf(error) === 410) {
+          this.#o.log.info({ resource: this.#o.resource }, 'list continue token expired; listing again without chunks');
+          items.length = 0;
+          cont = undefined;
+          limit = undefined;
+          continue;
+        }
+        throw error;
+      }
+      for (const obj of page.items) {
+        const trimmed = this.#o.trim(obj);
+        if (trimmed !== undefined) items.push(trimmed);
+      }
+      resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
+      cont = page.metadata?._continue || undefined;
+      if (cont === undefined) break;
+    }
+    if (this.#stopped) throw new Error('informer stopped');
+    // ListWatch applies the items right after this promise settles, before any timer runs.
+    setImmediate(() => this.#onListed(items.length));
+    const metadata = new V1ListMeta();
+    metadata.resourceVersion = resourceVersion;
+    return { metadata, items };
+  }
+
+  #onListed(count: number): void {
+    this.#healthy();
+    this.#o.onChange?.();
+    if (!this.#synced) {
+      this.#synced = true;
+      this.#o.log.info({ resource: this.#o.resource, objects: count }, 'informer synced');
+      this.#markSynced();
+    } else {
+      this.#o.log.debug({ resource: this.#o.resource, objects: count }, 'relisted');
+    }
+  }
+
+  #healthy(): void {
+    if (this.#failures > 0) {
+      this.#o.log.info({ resource: this.#o.resource, failures: this.#failures }, 'informer recovered');
+      this.#failures = 0;
+      this.#failingSince = undefined;
+      this.#lastError = undefined;
+    }
+  }
+
+  #onError(err: unknown): void {
+    if (this.#stopped) return;
+    this.#failures++;
+    this.#failingSince ??= Date.now();
+    this.#lastError = describeApiError(err);
+    const delay = backoffDelay(this.#failures, this.#o.backoff.initialMs, this.#o.backoff.maxMs);
+    const fields = { resource: this.#o.resource, problem: this.#lastError, retryInMs: delay, failures: this.#failures };
+    if (this.#failures === 1) {
+      const hint = statusOf(err) === 403 && this.#o.forbiddenHint !== undefined ? `; ${this.#o.forbiddenHint}` : '';
+      this.#o.log.warn(fields, `informer interrupted${hint}; retrying with backoff`);
+    } else {
+      this.#o.log.debug(fields, 'informer still failing');
+    }
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = undefined;
+      if (!this.#stopped) this.#run();
+    }, delay);
+    this.#restartTimer.unref();
+  }
+}
