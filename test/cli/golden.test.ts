@@ -1,0 +1,194 @@
+/**
+ * Golden files, run through both doors (Istio's pkg/kube/inject testdata style).
+ *
+ * Every `test/fixtures/inject/NAME.yaml|json` is an input; `NAME.flags` (one
+ * line) adds flags. Its goldens, written by `UPDATE_GOLDEN=1 npx tap test/cli/golden.test.ts`:
+ *   NAME.injected.yaml|json   inject's output (exit 0)
+ *   NAME.error.txt            inject's stderr (exit 1: invalid input)
+ *   NAME.stderr.txt           inject's warnings on a success
+ *   NAME.explain.txt          explain's table
+ * A golden without its input, or of the wrong kind, fails the suite.
+ *
+ * For each input: the output equals its golden; inject on the output changes
+ * nothing; the only lines of the input that changed are the injection's; and
+ * every pod of the input, posted to a real TLS webhook started with the same
+ * flags, patched with its answer, equals the pod of the CLI's output and is a
+ * valid v1 Pod. Conntrack values are pinned by flags: nothing depends on this
+ * machine's /proc.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import t from 'tap';
+import type { Test } from 'tap';
+import { matchLines } from '../../src/manifest/merge.ts';
+import { applyAnswer } from '../support/patch.ts';
+import type { ReviewAnswer } from '../support/patch.ts';
+import { podProblems } from '../support/pod-validation.ts';
+import { reviewOf } from '../support/pods.ts';
+import { makeCerts, startTestWebhook } from '../support/webhook.ts';
+import type { TestWebhook } from '../support/webhook.ts';
+import { manifestPods } from './doors.ts';
+import { runCli } from './run.ts';
+
+const DIR = resolve(import.meta.dirname, '../fixtures/inject');
+const UPDATE = process.env['UPDATE_GOLDEN'] === '1';
+const INPUT = /^([a-z0-9-]+)\.(yaml|json)$/;
+const GOLDEN = /^([a-z0-9-]+)\.(injected\.yaml|injected\.json|error\.txt|stderr\.txt|explain\.txt|flags)$/;
+
+const emptyProc = mkdtempSync(join(tmpdir(), 'st-golden-proc-'));
+t.teardown(() => rmSync(emptyProc, { recursive: true, force: true }));
+/** Both doors get these: no /proc values (an empty dir), the Linux defaults as static values. */
+const PIN = [
+  '--conntrack-proc-dir', emptyProc,
+  '--static-udp-timeout', '30',
+  '--static-udp-timeout-stream', '120',
+  '--static-tcp-timeout-time-wait', '120',
+  '--static-tcp-timeout-close-wait', '60',
+  '--static-tcp-timeout-established', '432000',
+];
+
+const files = readdirSync(DIR).sort();
+const inputs = files.filter((f) => INPUT.test(f));
+
+t.test('every file in the fixtures directory is an input or a golden of one', async (t) => {
+  const names = new Set(inputs.map((f) => (INPUT.exec(f) as RegExpExecArray)[1]));
+  t.equal(names.size, inputs.length, 'input names are unique across extensions (they name the goldens)');
+  for (const f of files) {
+    if (INPUT.test(f) || f === 'README.md') continue;
+    const m = GOLDEN.exec(f);
+    t.ok(m !== null && names.has(m[1]), `${f} belongs to an input`);
+  }
+  t.ok(inputs.length >= 15, `${inputs.length} fixtures found`);
+});
+
+const certs = makeCerts();
+const webhooks = new Map<string, Promise<TestWebhook>>();
+t.teardown(async () => {
+  for (const w of webhooks.values()) await (await w).close();
+  certs.remove();
+});
+function webhookWith(flags: readonly string[]): Promise<TestWebhook> {
+  const key = flags.join(' ');
+  let w = webhooks.get(key);
+  if (w === undefined) {
+    w = startTestWebhook({ args: [...PIN, ...flags], certs });
+    webhooks.set(key, w);
+  }
+  return w;
+}
+
+/** Compare with the golden, or (UPDATE_GOLDEN=1) write it; a golden not produced is stale. */
+function golden(t: Test, file: string, actual: string | undefined): void {
+  const path = join(DIR, file);
+  if (UPDATE) {
+    if (actual === undefined) {
+      if (existsSync(path)) unlinkSync(path);
+    } else writeFileSync(path, actual);
+    return;
+  }
+  if (actual === undefined) {
+    t.notOk(existsSync(path), `${file} is stale (run UPDATE_GOLDEN=1)`);
+    return;
+  }
+  t.ok(existsSync(path), `${file} exists (run UPDATE_GOLDEN=1 to create it)`);
+  if (existsSync(path)) t.equal(actual, readFileSync(path, 'utf8'), `${file} matches`);
+}
+
+/** Lines of a preStop block (the line `preStop:` and everything indented under it). */
+function preStopLines(lines: readonly string[]): Set<number> {
+  const out = new Set<number>();
+  let inside: number | undefined;
+  lines.forEach((line, i) => {
+    const indent = line.length - line.trimStart().length;
+    if (inside !== undefined && line.trim() !== '' && indent <= inside) inside = undefined;
+    if (/^\s*preStop:/.test(line)) inside = indent;
+    if (inside !== undefined) out.add(i);
+  });
+  return out;
+}
+
+const normalize = (text: string): string => text.replaceAll(`${DIR}/`, '');
+
+for (const file of inputs) {
+  const [, name, ext] = INPUT.exec(file) as RegExpExecArray;
+  const flagsFile = join(DIR, `${name}.flags`);
+  const flags = existsSync(flagsFile) ? readFileSync(flagsFile, 'utf8').trim().split(/\s+/) : [];
+  const path = join(DIR, file);
+  const input = readFileSync(path, 'utf8');
+
+  t.test(file, async (t) => {
+    const run = await runCli('inject', ['-f', path, ...PIN, ...flags]);
+    t.not(run.code, 2, `no usage error: ${run.stderr}`);
+    const ok = run.code === 0;
+    golden(t, `${name}.injected.${ext}`, ok ? run.stdout : undefined);
+    golden(t, `${name}.error.txt`, ok ? undefined : normalize(run.stderr));
+    golden(t, `${name}.stderr.txt`, ok && run.stderr !== '' ? normalize(run.stderr) : undefined);
+    const explained = await runCli('explain', ['-f', path, ...PIN, ...flags]);
+    golden(t, `${name}.explain.txt`, explained.stdout === '' ? undefined : normalize(explained.stdout));
+    t.equal(explained.code, run.code, 'explain and inject agree on the exit code');
+
+    if (!ok) {
+      t.equal(run.stdout, '', 'nothing written on invalid input');
+      // The webhook denies exactly the pods the CLI reports an invalid annotation for.
+      const json = JSON.parse((await runCli('explain', ['-f', path, '-o', 'json', ...PIN, ...flags])).stdout);
+      const denied = new Set(json.objects.filter((o: any) => o.decision === 'deny').map((o: any) => `${o.kind}/${o.name}`));
+      const w = await webhookWith(flags);
+      let readable = 0;
+      for (const p of safePods(input)) {
+        readable++;
+        const answer = (await w.post(reviewOf(p.pod))).json<{ response: ReviewAnswer }>().response;
+        t.equal(answer.allowed, !denied.has(`${p.target.kind}/${p.target.name}`), `${p.label}: webhook agrees (${answer.status?.message ?? 'allowed'})`);
+      }
+      t.comment(`${readable} pods through the webhook`);
+      return;
+    }
+
+    const again = await runCli('inject', ['-f', '-', ...PIN, ...flags], { stdin: run.stdout });
+    t.equal(again.code, 0);
+    t.equal(again.stdout, run.stdout, 'a second run changes nothing');
+
+    // Only the injection changed: every input line is kept, except the grace
+    // period, the record and a replaced preStop hook (and a JSON comma).
+    const inLines = input.split('\n');
+    const outLines = run.stdout.split('\n');
+    const kept = matchLines(inLines, outLines) as Int32Array;
+    const hooks = preStopLines(inLines);
+    const added = new Set(outLines.filter((_, j) => !kept.includes(j)));
+    const changed = inLines.filter(
+      (line, i) =>
+        kept[i] === -1 && !hooks.has(i) && !/terminationGracePeriodSeconds|safe-termination\.io\/injected/.test(line) && !added.has(`${line},`),
+    );
+    t.same(changed, [], 'no other line of the input changed');
+
+    // The webhook door.
+    const w = await webhookWith(flags);
+    const before = manifestPods(input);
+    const after = manifestPods(run.stdout);
+    t.equal(after.length, before.length, 'same pods in and out');
+    for (let i = 0; i < before.length; i++) {
+      const p = before[i]!;
+      const res = await w.post(reviewOf(p.pod));
+      t.equal(res.status, 200, p.label);
+      const answer = res.json<{ response: ReviewAnswer }>().response;
+      t.ok(answer.allowed, `${p.label}: allowed`);
+      const patched = applyAnswer(p.pod, answer);
+      t.same(patched, after[i]!.pod, `${p.label}: the webhook's pod equals the CLI's`);
+      t.same(podProblems(patched), [], `${p.label}: a valid v1 Pod`);
+    }
+  });
+}
+
+/** The pods of an input the API server would accept (annotation values are strings). */
+function safePods(text: string): ReturnType<typeof manifestPods> {
+  let pods: ReturnType<typeof manifestPods>;
+  try {
+    pods = manifestPods(text);
+  } catch {
+    return [];
+  }
+  return pods.filter((p) => {
+    const a = p.pod['metadata']?.annotations ?? {};
+    return Array.isArray(p.pod['spec']?.containers) && Object.values(a).every((v) => typeof v === 'string');
+  });
+}
