@@ -1,0 +1,173 @@
+/**
+ * The chart and the code agree: the flags the chart renders are parsed by the
+ * server's own parsers (parseServeConfig, parseAgentConfig) into the configuration
+ * the values ask for; the chart's defaults are the code's defaults; the schema's
+ * choices are the code's choices; the image tag is the package version.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import t from 'tap';
+import { parse } from 'yaml';
+import { CONNTRACK_FLAGS, LOG_LEVELS, MODEL_FLAGS, parseAgentConfig, parseFlags, parseServeConfig, SERVE_FLAGS } from '../../src/config.ts';
+import { EXISTING_PRESTOP, PRESTOP_MODES } from '../../src/core/annotations.ts';
+import { LINUX_DEFAULTS } from '../../src/core/conntrack.ts';
+import { parseDuration } from '../../src/core/duration.ts';
+import { INVALID_ANNOTATION_POLICIES, MODEL_DEFAULTS, TCP_SIZINGS } from '../../src/core/model.ts';
+import { VERSION } from '../../src/version.ts';
+import { REPO_ROOT } from '../../scripts/helm.ts';
+import { CHART, ciModes, one, podSpecOf, render, template } from './render.ts';
+import type { K8sObject } from './render.ts';
+
+const modes = ciModes();
+const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8'));
+
+/** The container's environment as the kubelet would give it (downward API filled in). */
+function envOf(container: any, nodeName = 'node-a.example'): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const e of container.env ?? []) {
+    if (typeof e.value === 'string') env[e.name] = e.value;
+    else if (e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName') env[e.name] = nodeName;
+  }
+  return env;
+}
+
+function webhookContainer(objects: K8sObject[]): any {
+  return podSpecOf(one(objects, 'Deployment')).containers[0];
+}
+
+for (const [mode, file] of modes) {
+  t.test(`${mode}: the rendered flags parse with the server's own parsers`, async (t) => {
+    const objects = await render({ valuesFiles: [file] });
+    const c = webhookContainer(objects);
+    t.equal(c.args[0], 'serve', 'the webhook runs `safe-termination serve`');
+    t.equal(c.command, undefined, 'the image entrypoint is the safe-termination command');
+    const config = parseServeConfig(c.args.slice(1), envOf(c));
+    const ports = Object.fromEntries(c.ports.map((p: { name: string; containerPort: number }) => [p.name, p.containerPort]));
+    t.equal(config.port, ports['https'], 'serves TLS on the declared https port');
+    t.equal(config.metricsPort, ports['metrics'], 'serves metrics on the declared metrics port');
+    const mount = c.volumeMounts.find((m: { name: string }) => m.name === 'tls').mountPath;
+    t.equal(config.tlsCertFile, `${mount}/tls.crt`);
+    t.equal(config.tlsPrivateKeyFile, `${mount}/tls.key`);
+
+    // Every default of the sizing model and every static conntrack value is a chart value.
+    const { given } = parseFlags(SERVE_FLAGS, c.args.slice(1), {});
+    const optional = new Set(['shutdownBudget', 'kubernetesVersion', 'conntrackProcDir']);
+    for (const name of [...Object.keys(MODEL_FLAGS), ...Object.keys(CONNTRACK_FLAGS)]) {
+      if (!optional.has(name)) t.ok(given.has(name as keyof typeof SERVE_FLAGS), `the chart passes --${name.replace(/[A-Z]/g, (x) => `-${x.toLowerCase()}`)}`);
+    }
+
+    for (const ds of objects.filter((o) => o.kind === 'DaemonSet')) {
+      const a = podSpecOf(ds).containers[0];
+      t.equal(a.args[0], 'agent', 'the agent runs `safe-termination agent`');
+      const agent = parseAgentConfig(a.args.slice(1), envOf(a));
+      t.equal(agent.nodeName, 'node-a.example', 'the node name comes from the downward API');
+      t.equal(agent.metricsPort, a.ports.find((p: { name: string }) => p.name === 'metrics').containerPort, 'metrics on the declared port');
+      t.equal(agent.staleConntrackIntervalSeconds, mode === 'stale-conntrack' ? 120 : 0, 'the stale-entry count only where the values turn it on');
+    }
+  });
+}
+
+t.test('defaults: the chart runs the code with the code\'s own defaults', async (t) => {
+  const c = webhookContainer(await render());
+  const config = parseServeConfig(c.args.slice(1), {});
+  t.same(config.model, MODEL_DEFAULTS, 'the sizing model defaults');
+  t.same(config.staticConntrack, LINUX_DEFAULTS, 'the static conntrack values');
+  t.equal(config.kubernetesVersion, undefined, 'the server version is asked, not assumed');
+  t.same(config.kubeProxyConfigMap, { namespace: 'kube-system', name: 'kube-proxy' });
+  t.equal(config.logLevel, 'info');
+  t.equal(config.bindAddress, '0.0.0.0');
+  t.equal(config.shutdownDelaySeconds, 5);
+  t.equal(config.shutdownTimeoutSeconds, 25);
+  t.equal(config.informerSyncTimeoutSeconds, 10);
+  t.equal(config.kubeconfig, undefined, 'in a pod: the in-cluster service account');
+  const agent = parseAgentConfig(podSpecOf(one(await render(), 'DaemonSet')).containers[0].args.slice(1), { SAFE_TERMINATION_NODE_NAME: 'n1' });
+  t.equal(agent.intervalSeconds, 60);
+  t.equal(agent.metricsPort, 9812);
+  t.equal(agent.conntrackProcDir, '/proc/sys/net/netfilter', 'the node\'s sysctls, through the host network namespace');
+  t.equal(agent.staleConntrackIntervalSeconds, 0, 'the stale-entry count is off');
+  t.equal(agent.procNetDir, '/proc/net', 'the node\'s /proc/net (its nf_conntrack table when the count is on)');
+});
+
+t.test('agent.staleConntrack: the interval reaches the agent in both duration forms', async (t) => {
+  for (const [interval, seconds] of [['90s', 90], ['5m', 300], [120, 120]] as const) {
+    const set = ['agent.staleConntrack.enabled=true', `agent.staleConntrack.interval=${interval}`];
+    const a = podSpecOf(one(await render({ set }), 'DaemonSet')).containers[0];
+    t.equal(parseAgentConfig(a.args.slice(1), envOf(a)).staleConntrackIntervalSeconds, seconds, String(interval));
+  }
+  const off = podSpecOf(one(await render({ set: ['agent.staleConntrack.interval=5m'] }), 'DaemonSet')).containers[0];
+  t.notOk(off.args.some((x: string) => x.startsWith('--stale-conntrack-interval')), 'an interval alone does not turn it on');
+  const bad = await template({ set: ['agent.staleConntrack.interval=1.5m', 'agent.staleConntrack.enabled=true'] });
+  t.not(bad.status, 0, 'the schema refuses a duration the agent would refuse');
+});
+
+t.test('tuned: every value reaches the server', async (t) => {
+  const objects = await render({ valuesFiles: [modes.get('tuned')!] });
+  const c = webhookContainer(objects);
+  const config = parseServeConfig(c.args.slice(1), envOf(c));
+  t.same(config.model, {
+    propagationDelaySeconds: 10,
+    shutdownBudgetSeconds: 90,
+    maxSleepSeconds: 120,
+    tcpSizing: 'time-wait',
+    udpStreams: true,
+    prestopMode: 'exec',
+    existingPrestop: 'replace',
+    invalidAnnotations: 'ignore',
+    injectJobPods: true,
+  });
+  t.same(config.staticConntrack, { 'udp-timeout': 45, 'udp-timeout-stream': 180, 'tcp-timeout-time-wait': 60, 'tcp-timeout-close-wait': 30, 'tcp-timeout-established': 86400000 });
+  t.same(config.kubernetesVersion, { major: 1, minor: 29 });
+  t.equal(config.kubeProxyConfigMap, undefined, 'kubeProxyConfigMap: none');
+  t.equal(config.kubeProxyIntervalSeconds, 120);
+  t.equal(config.port, 10260);
+  t.equal(config.metricsPort, 10261);
+  t.equal(config.bindAddress, '::');
+  t.equal(config.logLevel, 'debug');
+  t.equal(config.shutdownDelaySeconds, 0);
+  t.equal(config.informerSyncTimeoutSeconds, 30);
+  t.equal(config.tlsReloadIntervalSeconds, 30, 'extraArgs come last and win');
+  const a = podSpecOf(one(objects, 'DaemonSet')).containers[0];
+  const agent = parseAgentConfig(a.args.slice(1), envOf(a));
+  t.equal(agent.intervalSeconds, 90, 'extraArgs come last and win');
+  t.equal(agent.metricsPort, 19812);
+  t.equal(agent.bindAddress, '::');
+  t.equal(agent.logLevel, 'warn');
+});
+
+t.test('a flag the server does not know fails the parse (the check above can fail)', async (t) => {
+  const c = webhookContainer(await render({ set: ['webhook.extraArgs={--no-such-flag=1}'] }));
+  t.throws(() => parseServeConfig(c.args.slice(1), {}), /unknown flag --no-such-flag/);
+});
+
+t.test('the schema offers exactly the code\'s choices', async (t) => {
+  const p = schema.properties;
+  t.same(p.sizing.properties.tcp.enum, [...TCP_SIZINGS]);
+  t.same(p.prestopMode.enum, [...PRESTOP_MODES]);
+  t.same(p.existingPrestop.enum, [...EXISTING_PRESTOP]);
+  t.same(p.invalidAnnotations.enum, [...INVALID_ANNOTATION_POLICIES]);
+  t.same(schema.definitions.logLevel.enum, [...LOG_LEVELS]);
+});
+
+t.test('the schema\'s duration form is the server\'s duration form', async (t) => {
+  const pattern = new RegExp(schema.definitions.duration.oneOf[1].pattern);
+  const samples = ['0', '35', '35s', '2m', '1m30s', '1h', '1h30s', '1h2m3s', '', '1.5s', '-1s', '1s1m', '5x', '1d', 's', 'm30s', '1hh', '300s', '1h60m'];
+  for (const s of samples) t.equal(pattern.test(s), parseDuration(s) !== undefined, JSON.stringify(s));
+  fc.assert(
+    fc.property(fc.stringMatching(/^[0-9hms]{0,8}$/), (s) => pattern.test(s) === (parseDuration(s) !== undefined)),
+    { numRuns: 2000 },
+  );
+});
+
+t.test('versions: appVersion and the image tag are the package version', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+  const chart = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { appVersion: string; version: string };
+  t.equal(chart.appVersion, pkg.version, 'Chart.yaml appVersion = package.json version');
+  t.equal(VERSION, pkg.version, 'src/version.ts = package.json version');
+  const objects = await render();
+  for (const kind of ['Deployment', 'DaemonSet']) {
+    t.equal(podSpecOf(one(objects, kind)).containers[0].image, `ghcr.io/safe-termination/safe-termination:${pkg.version}`, `${kind} image tag defaults to the package version`);
+  }
+  const pinned = await render({ set: ['image.tag=0.2.0-rc.1'] });
+  t.equal(podSpecOf(one(pinned, 'Deployment')).containers[0].image, 'ghcr.io/safe-termination/safe-termination:0.2.0-rc.1');
+});

@@ -1,0 +1,202 @@
+/**
+ * `helm template` of every mode (ci/*-values.yaml): every object is a valid
+ * Kubernetes object (schema + no unknown fields), the expected objects are there,
+ * and the objects point at each other correctly (selectors, ports, names).
+ */
+import t from 'tap';
+import type { Test } from 'tap';
+import { ciModes, countByKind, NAMESPACE, ofKind, one, podSpecOf, render, selects } from './render.ts';
+import { objectProblems } from './validate.ts';
+import type { K8sObject } from './render.ts';
+
+/** What each mode renders, by kind. */
+const EXPECTED: Readonly<Record<string, Record<string, number>>> = {
+  default: { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 2 },
+  'agent-off': { ClusterRole: 1, ClusterRoleBinding: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 1 },
+  'cert-manager': { Certificate: 2, ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, Issuer: 2, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Service: 1, ServiceAccount: 2 },
+  'cert-manager-issuer': { Certificate: 1, ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Service: 1, ServiceAccount: 2 },
+  'existing-secret': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Service: 1, ServiceAccount: 2 },
+  monitoring: { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, PrometheusRule: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 2, ServiceAccount: 2, ServiceMonitor: 2 },
+  'network-policy': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 2 },
+  'stale-conntrack': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, PrometheusRule: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 2, ServiceAccount: 2, ServiceMonitor: 2 },
+  'single-replica': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 2 },
+  tuned: { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Secret: 1, Service: 1, ServiceAccount: 2 },
+};
+
+const modes = ciModes();
+
+t.test('there is a ci values file for every mode the chart offers', async (t) => {
+  t.same([...modes.keys()].sort(), Object.keys(EXPECTED).sort());
+});
+
+for (const [mode, file] of modes) {
+  t.test(`mode ${mode}`, async (t) => {
+    const objects = await render({ valuesFiles: [file] });
+    const counts = countByKind(objects);
+    t.comment(`${mode}: ${objects.length} objects ${JSON.stringify(counts)}`);
+    t.same(counts, EXPECTED[mode], 'objects rendered, by kind');
+
+    for (const o of objects) t.same(objectProblems(o), [], `${o.kind}/${o.metadata.name} is a valid object`);
+
+    const names = objects.map((o) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`);
+    t.equal(new Set(names).size, names.length, 'no two objects share kind, namespace and name');
+    for (const o of objects) {
+      const clusterScoped = ['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration'].includes(o.kind);
+      if (clusterScoped) t.notOk(o.metadata.namespace, `${o.kind} has no namespace`);
+      else if (!(o.kind.startsWith('Role') && o.metadata.namespace === 'kube-system')) t.equal(o.metadata.namespace, NAMESPACE, `${o.kind}/${o.metadata.name} is in the release namespace`);
+      t.equal(o.metadata.labels?.['app.kubernetes.io/managed-by'], 'Helm');
+      t.equal(o.metadata.labels?.['app.kubernetes.io/instance'], 'safe-termination');
+    }
+    checkWiring(t, objects);
+  });
+}
+
+/** Workload selectors, Services, ServiceAccounts and probes point at what exists. */
+function checkWiring(t: Test, objects: K8sObject[]): void {
+  const services = ofKind(objects, 'Service');
+  const accounts = new Set(ofKind(objects, 'ServiceAccount').map((o) => o.metadata.name));
+  for (const w of [...ofKind(objects, 'Deployment'), ...ofKind(objects, 'DaemonSet')]) {
+    const podLabels = w.spec.template.metadata.labels;
+    t.ok(selects(w.spec.selector, podLabels), `${w.kind} selector selects its own pods`);
+    t.equal(podLabels['safe-termination.io/inject'], 'disabled', `${w.kind} pods opt out of the webhook`);
+    const pod = podSpecOf(w);
+    t.ok(accounts.has(pod.serviceAccountName), `${w.kind} runs as a ServiceAccount the chart creates`);
+    const container = pod.containers[0];
+    const portNames = new Set((container.ports ?? []).map((p: { name: string }) => p.name));
+    for (const probe of ['readinessProbe', 'livenessProbe']) {
+      const port = container[probe]?.httpGet?.port;
+      if (port !== undefined) t.ok(portNames.has(port), `${w.kind} ${probe} uses a declared port (${port})`);
+    }
+    for (const m of container.volumeMounts ?? []) {
+      t.ok(pod.volumes.some((v: { name: string }) => v.name === m.name), `${w.kind} mounts a declared volume (${m.name})`);
+    }
+    const spread = pod.topologySpreadConstraints ?? [];
+    for (const c of spread) t.same(c.labelSelector.matchLabels, w.spec.selector.matchLabels, `topology spread over ${c.topologyKey} counts these pods`);
+    for (const svc of services) {
+      if (!selects({ matchLabels: svc.spec.selector }, podLabels)) continue;
+      for (const p of svc.spec.ports) t.ok(portNames.has(p.targetPort), `Service ${svc.metadata.name} port ${p.name} targets a declared port`);
+    }
+  }
+  for (const svc of services) {
+    const backed = [...ofKind(objects, 'Deployment'), ...ofKind(objects, 'DaemonSet')].some((w) => selects({ matchLabels: svc.spec.selector }, w.spec.template.metadata.labels));
+    t.ok(backed, `Service ${svc.metadata.name} selects pods of the chart`);
+  }
+  const pdbs = ofKind(objects, 'PodDisruptionBudget');
+  if (pdbs.length > 0) {
+    const deployment = one(objects, 'Deployment');
+    t.ok(selects(pdbs[0]!.spec.selector, deployment.spec.template.metadata.labels), 'the PodDisruptionBudget covers the webhook pods');
+  }
+}
+
+t.test('the validator is not vacuous: it catches wrong types and unknown fields', async (t) => {
+  const objects = await render();
+  const deployment = structuredClone(one(objects, 'Deployment'));
+  t.same(objectProblems(deployment), []);
+  deployment.spec.replicas = 'two';
+  deployment.spec.template.spec.containers[0].securityContext.readOnlyRootFS = true;
+  const problems = objectProblems(deployment).join('\n');
+  t.match(problems, /replicas must be integer/);
+  t.match(problems, /securityContext\/readOnlyRootFS: unknown field/);
+  t.match(objectProblems({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' } }).join(), /unexpected kind/);
+});
+
+t.test('the PodDisruptionBudget exists only with more than one replica', async (t) => {
+  for (const [replicas, pdb] of [[0, false], [1, false], [2, true], [3, true]] as const) {
+    const objects = await render({ set: [`webhook.replicas=${replicas}`] });
+    t.equal(ofKind(objects, 'PodDisruptionBudget').length, pdb ? 1 : 0, `replicas ${replicas}`);
+  }
+  const disabled = await render({ set: ['webhook.podDisruptionBudget.enabled=false'] });
+  t.equal(ofKind(disabled, 'PodDisruptionBudget').length, 0, 'podDisruptionBudget.enabled=false');
+  const byDefault = one(await render(), 'PodDisruptionBudget');
+  t.equal(byDefault.spec.minAvailable, 1);
+  t.notOk('maxUnavailable' in byDefault.spec);
+  const tuned = one(await render({ valuesFiles: [modes.get('tuned')!] }), 'PodDisruptionBudget');
+  t.equal(tuned.spec.maxUnavailable, '50%');
+  t.notOk('minAvailable' in tuned.spec, 'maxUnavailable replaces minAvailable');
+});
+
+t.test('the webhook Deployment: replicas, spread, probes, TLS volume, resources', async (t) => {
+  const objects = await render();
+  const d = one(objects, 'Deployment');
+  t.equal(d.spec.replicas, 2);
+  t.same(d.spec.strategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 }, 'a rollout never takes a replica down first');
+  const pod = podSpecOf(d);
+  t.same(
+    pod.topologySpreadConstraints.map((c: { topologyKey: string }) => c.topologyKey),
+    ['kubernetes.io/hostname', 'topology.kubernetes.io/zone'],
+    'spread over nodes and zones',
+  );
+  const c = pod.containers[0];
+  t.same(c.readinessProbe.httpGet, { path: '/readyz', port: 'https', scheme: 'HTTPS' });
+  t.same(c.livenessProbe.httpGet, { path: '/healthz', port: 'https', scheme: 'HTTPS' });
+  t.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory, 'requests and a memory limit are set');
+  const tls = pod.volumes.find((v: { name: string }) => v.name === 'tls');
+  t.equal(tls.secret.secretName, 'safe-termination-tls');
+  const mount = c.volumeMounts.find((m: { name: string }) => m.name === 'tls');
+  t.equal(mount.mountPath, '/etc/safe-termination/tls');
+  t.ok(c.args.includes('--tls-cert-file=/etc/safe-termination/tls/tls.crt') && c.args.includes('--tls-private-key-file=/etc/safe-termination/tls/tls.key'), 'the flags name the mounted files');
+  t.ok(pod.terminationGracePeriodSeconds >= 5 + 25, 'the grace period covers shutdown-delay + shutdown-timeout');
+  const svc = one(objects, 'Service');
+  t.same(
+    svc.spec.ports.map((p: { name: string; port: number; targetPort: string }) => [p.name, p.port, p.targetPort]),
+    [['https', 443, 'https'], ['metrics', 9090, 'metrics']],
+    'Service 443 → the TLS port, and the metrics port',
+  );
+  t.same(
+    c.ports.map((p: { name: string; containerPort: number }) => [p.name, p.containerPort]),
+    [['https', 8443], ['metrics', 9090]],
+  );
+});
+
+t.test('the agent DaemonSet: host network, downward API node name, every node', async (t) => {
+  const objects = await render();
+  const ds = one(objects, 'DaemonSet');
+  const pod = podSpecOf(ds);
+  t.equal(pod.hostNetwork, true);
+  t.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet');
+  t.same(pod.tolerations, [{ operator: 'Exists' }], 'tolerates every taint');
+  const c = pod.containers[0];
+  t.same(c.env.find((e: { name: string }) => e.name === 'SAFE_TERMINATION_NODE_NAME'), {
+    name: 'SAFE_TERMINATION_NODE_NAME',
+    valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } },
+  });
+  t.same(c.livenessProbe.httpGet, { path: '/healthz', port: 'metrics', scheme: 'HTTP' });
+  t.equal(c.ports[0].containerPort, 9812);
+  t.notOk(pod.volumes.some((v: Record<string, unknown>) => 'hostPath' in v), 'no hostPath volume');
+});
+
+t.test('names follow the release; fullnameOverride and another namespace', async (t) => {
+  const objects = await render({ release: 'edge', namespace: 'ops' });
+  t.equal(one(objects, 'Deployment').metadata.name, 'edge-safe-termination');
+  t.equal(one(objects, 'DaemonSet').metadata.name, 'edge-safe-termination-agent');
+  t.equal(one(objects, 'MutatingWebhookConfiguration').metadata.name, 'zz-edge-safe-termination');
+  t.ok(objects.filter((o) => o.metadata.namespace !== undefined && o.metadata.namespace !== 'kube-system').every((o) => o.metadata.namespace === 'ops'));
+  const over = await render({ set: ['fullnameOverride=st'] });
+  t.equal(one(over, 'Deployment').metadata.name, 'st');
+  t.equal(one(over, 'Secret').metadata.name, 'st-tls');
+});
+
+t.test('commonLabels reach every object; image by digest', async (t) => {
+  const objects = await render({ valuesFiles: [modes.get('tuned')!] });
+  for (const o of objects) t.equal(o.metadata.labels?.['team'], 'platform', `${o.kind}/${o.metadata.name}`);
+  for (const w of [one(objects, 'Deployment'), one(objects, 'DaemonSet')]) {
+    const pod = podSpecOf(w);
+    t.equal(pod.containers[0].image, 'registry.example.com/mirror/safe-termination@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef');
+    t.same(pod.imagePullSecrets, [{ name: 'regcred' }]);
+  }
+  t.equal(podSpecOf(one(objects, 'Deployment')).priorityClassName, 'system-cluster-critical');
+  t.equal(podSpecOf(one(objects, 'Deployment')).hostNetwork, true);
+});
+
+t.test('commonLabels and podLabels cannot displace the chart\'s own labels', async (t) => {
+  const objects = await render({
+    values: 'commonLabels:\n  app.kubernetes.io/name: other\n  team: a\nwebhook:\n  podLabels:\n    safe-termination.io/inject: enabled\n    tier: web\n',
+  });
+  const d = one(objects, 'Deployment');
+  t.equal(d.metadata.labels?.['app.kubernetes.io/name'], 'safe-termination');
+  t.equal(d.metadata.labels?.['team'], 'a');
+  const pod = d.spec.template.metadata.labels;
+  t.equal(pod['safe-termination.io/inject'], 'disabled', 'the webhook pods still opt out of their own webhook');
+  t.equal(pod['tier'], 'web');
+  t.ok(selects(d.spec.selector, pod));
+});
