@@ -64,16 +64,17 @@ const bool = z.enum(['true', 'false']).transform((v) => v === 'true');
 
 const commaList = <T extends string>(item: z.ZodType<T, string>) =>
   z.string().transform((text, ctx) => {
-    const out: T[] = [];
+    // A Set keeps first-seen order and makes de-duplication linear (hostile lists can be long).
+    const out = new Set<T>();
     for (const raw of text.split(',')) {
       const r = item.safeParse(raw.trim());
       if (!r.success) {
         ctx.addIssue({ code: 'custom', message: 'invalid' });
         return z.NEVER;
       }
-      if (!out.includes(r.data)) out.push(r.data);
+      out.add(r.data);
     }
-    return out;
+    return [...out];
   });
 
 const protocolItem = z
@@ -113,12 +114,13 @@ export function readSettings(
   const warnings: string[] = [];
   if (!annotations) return { settings, problems, warnings };
 
+  let unknown = 0;
   for (const key of Object.keys(annotations)) {
     if (!key.startsWith(PREFIX)) continue;
     const value = annotations[key] as string;
     const rule = RULES[key];
     if (rule === undefined) {
-      if (key !== Annotation.injected) warnings.push(unknownKeyWarning(key));
+      if (key !== Annotation.injected) warnings.push(unknownKeyWarning(key, unknown++ < MAX_SUGGESTIONS));
       continue;
     }
     const parsed = rule.schema.safeParse(value);
@@ -130,9 +132,10 @@ export function readSettings(
   }
 
   const result = settings as PodSettings;
+  const names = new Set(containerNames);
   const included = result.containers;
   if (included !== undefined) {
-    const missing = included.filter((n) => !containerNames.includes(n));
+    const missing = included.filter((n) => !names.has(n));
     if (missing.length > 0) {
       problems.push({
         key: Annotation.containers,
@@ -144,7 +147,7 @@ export function readSettings(
   }
   const excluded = result.excludeContainers;
   if (excluded !== undefined) {
-    const missing = excluded.filter((n) => !containerNames.includes(n));
+    const missing = excluded.filter((n) => !names.has(n));
     // Harmless: another webhook may add the container later (the API server
     // then calls again), and excluding an absent container needs no action.
     if (missing.length > 0) warnings.push(`${Annotation.excludeContainers}: no container named ${missing.join(', ')}`);
@@ -157,7 +160,15 @@ function listNames(names: readonly string[]): string {
   return names.length > 5 ? `${shown}, …` : shown;
 }
 
-function unknownKeyWarning(key: string): string {
+/**
+ * Unknown keys that get a "did you mean" (an edit distance against every known
+ * key): enough for any real pod, and a bound on the work a hostile pod with
+ * thousands of unknown keys can cause.
+ */
+export const MAX_SUGGESTIONS = 20;
+
+function unknownKeyWarning(key: string, suggest: boolean): string {
+  if (!suggest) return `unknown annotation ${key} ignored`;
   const suffix = key.slice(PREFIX.length);
   const nearest = nearestKnownKey(suffix);
   return `unknown annotation ${key} ignored; did you mean ${nearest}?`;

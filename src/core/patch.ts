@@ -18,15 +18,18 @@ const RECORD_KEY = escapePathComponent(Annotation.injected);
 export function planPatch(pod: Pod, plan: Plan): Operation[] {
   const ops: Operation[] = [];
   const containers = pod.spec.containers;
+  // Sets, not Array.includes: hostile pods can have many thousands of containers.
+  const hooked = new Set(plan.containers);
+  const unhook = plan.unhook.length > 0 ? new Set(plan.unhook) : undefined;
   for (let i = 0; i < containers.length; i++) {
     const c = containers[i] as (typeof containers)[number];
     const base = `/spec/containers/${i}`;
-    if (plan.containers.includes(c.name)) {
+    if (hooked.has(c.name)) {
       const current = c.lifecycle?.preStop;
       if (c.lifecycle == null) ops.push({ op: 'add', path: `${base}/lifecycle`, value: { preStop: plan.hook } });
       else if (current == null) ops.push({ op: 'add', path: `${base}/lifecycle/preStop`, value: plan.hook });
       else if (!sameHook(current, plan)) ops.push({ op: 'replace', path: `${base}/lifecycle/preStop`, value: plan.hook });
-    } else if (plan.unhook.includes(c.name) && c.lifecycle?.preStop !== undefined) {
+    } else if (unhook?.has(c.name) && c.lifecycle?.preStop !== undefined) {
       ops.push({ op: 'remove', path: `${base}/lifecycle/preStop` });
     }
   }

@@ -165,10 +165,13 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
   const chosen: string[] = [];
   const skipped: Record<string, string> = {};
   const serving: Container[] = [];
+  // Sets, not Array.includes: hostile pods can list many thousands of containers.
+  const included = s.containers !== undefined ? new Set(s.containers) : undefined;
+  const excluded = s.excludeContainers !== undefined ? new Set(s.excludeContainers) : undefined;
   for (const c of pod.spec.containers) {
     let reason: string | undefined;
-    if (s.containers !== undefined && !s.containers.includes(c.name)) reason = ContainerSkip.notIncluded;
-    else if (s.excludeContainers?.includes(c.name)) reason = ContainerSkip.excluded;
+    if (included !== undefined && !included.has(c.name)) reason = ContainerSkip.notIncluded;
+    else if (excluded?.has(c.name)) reason = ContainerSkip.excluded;
     else if (c.lifecycle?.preStop != null && !ours.has(c.name) && existing === 'keep') reason = ContainerSkip.ownHook;
     if (reason === undefined) chosen.push(c.name);
     else skipped[c.name] = reason;
@@ -178,7 +181,12 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
     const why = pod.spec.containers.length === 0 ? 'the pod has no containers' : 'every container is excluded or keeps its own preStop hook';
     return skip('no-eligible-containers', why, warnings);
   }
-  const unhook = [...ours].filter((name) => !chosen.includes(name) && pod.spec.containers.some((c) => c.name === name));
+  let unhook: string[] = [];
+  if (ours.size > 0) {
+    const chosenSet = new Set(chosen);
+    const present = new Set(pod.spec.containers.map((c) => c.name));
+    unhook = [...ours].filter((name) => !chosenSet.has(name) && present.has(name));
+  }
 
   const sidecarPorts = (pod.spec.initContainers ?? []).filter(isNativeSidecar).flatMap((c) => c.ports ?? []);
   const protocols = s.protocols !== undefined ? sortProtocols(s.protocols) : detectProtocols([...serving.flatMap((c) => c.ports ?? []), ...sidecarPorts]);

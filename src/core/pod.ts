@@ -100,12 +100,16 @@ export function placementOf(pod: Pod): PodPlacement {
   };
 }
 
+/** Longer than any valid namespace/name; bounds what unvalidated input puts in a log line. */
+const MAX_DISPLAY_NAME = 320;
+
 /** "namespace/name", or "namespace/generateName*" for pods not yet named. */
 export function podDisplayName(pod: Pick<Pod, 'metadata'>, namespace?: string): string {
   const meta = pod.metadata;
   const ns = meta?.namespace ?? namespace ?? '';
   const name = meta?.name ?? (meta?.generateName ? `${meta.generateName}*` : '<unnamed>');
-  return ns ? `${ns}/${name}` : name;
+  const full = ns ? `${ns}/${name}` : name;
+  return full.length > MAX_DISPLAY_NAME ? `${full.slice(0, MAX_DISPLAY_NAME)}…` : full;
 }
 
 export function isNativeSidecar(c: InitContainer): boolean {

@@ -7,7 +7,7 @@ import type { FactsSource } from '../core/facts.ts';
 import { sysctlName } from '../core/conntrack.ts';
 import { readLocalFacts } from '../host/local-facts.ts';
 import { buildApp } from './app.ts';
-import type { WebhookApp } from './app.ts';
+import type { ServerTimeouts, WebhookApp } from './app.ts';
 import type { Logger } from './logger.ts';
 import { createWebhookMetrics, startMetricsServer } from './metrics.ts';
 import type { WebhookMetrics } from './metrics.ts';
@@ -49,6 +49,7 @@ export async function startWebhook(
   config: ServeConfig,
   log: Logger,
   wireFacts: (config: ServeConfig, log: Logger) => Promise<FactsWiring> = localFactsWiring,
+  options: { readonly timeouts?: Partial<ServerTimeouts> } = {},
 ): Promise<RunningWebhook> {
   const state = new ServerState();
   const metrics = createWebhookMetrics();
@@ -63,7 +64,7 @@ export async function startWebhook(
   });
 
   const handle = createReviewHandler({ defaults: config.model, facts: wiring.facts });
-  const app = buildApp({ tls: certificate, handle, state, metrics, logger: log });
+  const app = buildApp({ tls: certificate, handle, state, metrics, logger: log, timeouts: options.timeouts });
   const stopWatching = watchCertificate({
     certFile: config.tlsCertFile,
     keyFile: config.tlsPrivateKeyFile,
@@ -81,10 +82,21 @@ export async function startWebhook(
     },
   });
 
-  const metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.bindAddress);
-  await app.listen({ port: config.port, host: config.bindAddress });
+  let metricsServer: Server | undefined;
+  try {
+    metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.bindAddress);
+    await app.listen({ port: config.port, host: config.bindAddress });
+  } catch (error) {
+    // A port in use: release what started so the process can exit with the error.
+    stopWatching();
+    metricsServer?.close();
+    await app.close().catch(() => undefined);
+    await wiring.stop();
+    throw error;
+  }
+  const metricsListener = metricsServer;
   const address = app.server.address();
-  const metricsAddress = metricsServer.address();
+  const metricsAddress = metricsListener.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.port;
   const metricsPort = typeof metricsAddress === 'object' && metricsAddress !== null ? metricsAddress.port : config.metricsPort;
   log.info({ port, metricsPort, certificateExpires: new Date(certificate.notAfter * 1000).toISOString() }, 'webhook serving');
@@ -100,12 +112,12 @@ export async function startWebhook(
       force.unref();
       await app.close();
       clearTimeout(force);
-      await new Promise<void>((r) => metricsServer.close(() => r()));
-      metricsServer.closeAllConnections();
+      await new Promise<void>((r) => metricsListener.close(() => r()));
+      metricsListener.closeAllConnections();
       await wiring.stop();
       log.info('webhook stopped');
     })();
     return closing;
   };
-  return { app, metricsServer, state, metrics, port, metricsPort, shutdown };
+  return { app, metricsServer: metricsListener, state, metrics, port, metricsPort, shutdown };
 }

@@ -12,6 +12,7 @@ import { createLogger } from '../../src/server/logger.ts';
 import { startWebhook } from '../../src/server/serve.ts';
 import type { FactsWiring, RunningWebhook } from '../../src/server/serve.ts';
 import type { Logger } from '../../src/server/logger.ts';
+import type { ServerTimeouts } from '../../src/server/app.ts';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 const GENERATE = join(REPO_ROOT, 'certs/generate.sh');
@@ -77,6 +78,8 @@ export interface TestWebhookOptions {
   readonly env?: Record<string, string>;
   readonly certs?: CertDir;
   readonly wireFacts?: (config: ServeConfig, log: Logger) => Promise<FactsWiring>;
+  /** Shorter slow-client limits than the production defaults. */
+  readonly timeouts?: Partial<ServerTimeouts>;
 }
 
 export async function startTestWebhook(o: TestWebhookOptions = {}): Promise<TestWebhook> {
@@ -95,7 +98,7 @@ export async function startTestWebhook(o: TestWebhookOptions = {}): Promise<Test
     o.env ?? {},
   );
   const logs = new LogCapture();
-  const webhook = await startWebhook(config, createLogger(config.logLevel, logs), o.wireFacts);
+  const webhook = await startWebhook(config, createLogger(config.logLevel, logs), o.wireFacts, { timeouts: o.timeouts });
   const url = `https://127.0.0.1:${webhook.port}`;
   const agent = new Agent({ keepAlive: true, ca: certs.ca, maxSockets: 16 });
   const post = (body: unknown, path = '/mutate?timeout=10s', headers: Record<string, string> = {}): Promise<HttpAnswer> =>
