@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.tap/**', 'charts/**', 'certs/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.tap/**', '.cache/**', 'charts/**', 'certs/**'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -157,15 +157,15 @@ export function buildApp(o: AppOptions): WebhookApp {
 
 /**
  * secure-json-parse rejects only bodies with a `"__proto__"` or `"constructor"`
- * key, written literally or with some letters as \u0050–\u007f escapes; a body
- * with neither spelling (nearly every review) is parsed by JSON.parse alone,
- * sparing its two regular-expression scans of the whole body, with the same
- * result. A leading BOM also takes the careful path (which strips it).
+ * key, written literally or with letters as \u00XX escapes; a body with neither
+ * spelling (nearly every review) is parsed by JSON.parse alone, sparing its two
+ * regular-expression scans of the whole body, with the same result. Plain
+ * substring searches are several times faster than one regular expression here.
+ * A leading BOM also takes the careful path (which strips it).
  */
-const MAYBE_POISONED = /\\u00[5-7]|"__proto__"|"constructor"/;
-
 export function parseJsonBody(text: string): unknown {
-  if (text.charCodeAt(0) !== 0xfeff && !MAYBE_POISONED.test(text)) return JSON.parse(text);
+  const maybePoisoned = text.includes('"__proto__"') || text.includes('"constructor"') || text.includes('\\u00');
+  if (text.charCodeAt(0) !== 0xfeff && !maybePoisoned) return JSON.parse(text);
   return secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
 }
 

@@ -217,3 +217,30 @@ t.test('a failure inside the decision admits the pod unchanged (never blocks cre
   t.equal(ready.status, 503, 'facts never synced: not ready');
   t.same(ready.json(), { status: 'not ready', reasons: ['cluster facts not synced yet'] });
 });
+
+t.test('a port already in use fails the start cleanly', async (t) => {
+  const { parseServeConfig } = await import('../../src/config.ts');
+  const { startWebhook } = await import('../../src/server/serve.ts');
+  const { createLogger } = await import('../../src/server/logger.ts');
+  let stopped = false;
+  const config = parseServeConfig(['--port', String(w.webhook.port), '--metrics-port', '0', '--bind-address', '127.0.0.1', '--tls-cert-file', w.certs.certFile, '--tls-private-key-file', w.certs.keyFile], {});
+  await t.rejects(
+    startWebhook(config, createLogger('silent'), async () => ({
+      facts: { conntrackFor: () => { throw new Error('unused'); }, kubeVersion: () => undefined },
+      ready: Promise.resolve(),
+      stop: async () => {
+        stopped = true;
+      },
+    })),
+    /EADDRINUSE/,
+  );
+  t.ok(stopped, 'the cluster facts wiring was stopped');
+});
+
+t.test('huge generated names are shortened in the log', async (t) => {
+  const pod = defaultedPod({ generateName: `${'g'.repeat(100_000)}-` });
+  const body = await review(pod, { uid: 'long-name-uid' });
+  t.equal(body.response.allowed, true);
+  const line = w.logs.lines.find((l) => l['uid'] === 'long-name-uid');
+  t.ok(String(line?.['pod']).length < 400);
+});

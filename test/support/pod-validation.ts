@@ -20,8 +20,8 @@ function attributes(type: string): readonly AttributeType[] | undefined {
   return m?.getAttributeTypeMap?.() ?? m?.attributeTypeMap;
 }
 
-/** Unknown field paths in `value` read as model `type`. */
-function unknownFields(value: unknown, type: string, path: string, out: string[]): void {
+/** Unknown field paths in `value` read as client-node model `type` (e.g. "V1Pod"). */
+export function unknownFields(value: unknown, type: string, path: string, out: string[]): void {
   if (value === null || value === undefined) return;
   const array = /^Array<(.+)>$/.exec(type);
   if (array) {
