@@ -1,26 +1,49 @@
 /**
- * A list+watch cache of one resource, trimmed to what its user reads: the Node
- * informer's pattern (node-informer.ts) for any collection. client-node's ListWatch
- * does list-then-watch from the list's resourceVersion and relists on 410 Gone;
- * this adds what client-node 2.x leaves to its users:
+ * A list+watch cache of one resource, trimmed to what its user reads: the one
+ * home of the informer machinery (the Node informer, node-informer.ts, and the
+ * agent's Service and EndpointSlice informers are built on it). client-node's
+ * ListWatch does list-then-watch from the list's resourceVersion and relists on
+ * 410 Gone; this adds what client-node 2.x leaves to its users:
  *
- * - restart after errors, with backoff (ListWatch stops on any other error);
+ * - restart after errors, with backoff (ListWatch stops on any error but 410 and
+ *   its own idle timeout: a refused connection, a 5xx, a dropped stream);
  * - chunked lists (`limit`/`continue`, restarted whole when a continue token
- *   expires) with a deadline on every page;
+ *   expires) with a deadline on every page (a hung API server must not hang the
+ *   informer);
  * - every object trimmed as it arrives, from lists and watch events alike;
- * - watch bookmarks and a server-side `timeoutSeconds`, as client-go's reflector
- *   does, and a client-side idle deadline above the bookmark period;
+ * - optionally an Accept header on lists and watches (e.g. metadata-only
+ *   transfer, `as=PartialObjectMetadata`, with plain JSON as the fallback);
+ * - watch bookmarks (`allowWatchBookmarks`) and a server-side `timeoutSeconds`,
+ *   as client-go's reflector does, so that reconnects resume from a recent
+ *   resourceVersion instead of relisting; and a client-side idle deadline above
+ *   the bookmark period;
  * - `status()`: synced, and since when it has been failing (a cache that has not
  *   been able to follow the API server for a while is no longer current).
  */
-import { ListWatch, V1ListMeta, Watch } from '@kubernetes/client-node';
-import type { ConfigurationOptions, KubeConfig, KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
+import { KubeConfig, ListWatch, V1ListMeta, Watch } from '@kubernetes/client-node';
+import type { ConfigurationOptions, KubernetesListObject, KubernetesObject, RequestContext } from '@kubernetes/client-node';
 import type { Logger } from '../server/logger.ts';
 import { backoffDelay, describeApiError, requestOptions, statusOf } from './api.ts';
 
 export interface ListPage {
   readonly items: readonly unknown[];
   readonly metadata?: { readonly resourceVersion?: string; readonly _continue?: string } | undefined;
+}
+
+/** What the informer says in its logs; the defaults name the resource in a `resource` field. */
+export interface InformerLogLines {
+  /** Fields on every line. */
+  readonly fields: Readonly<Record<string, string>>;
+  /** The field that carries the object count on the synced and relisted lines. */
+  readonly countField: string;
+  readonly synced: string;
+  readonly relisted: string;
+  readonly recovered: string;
+  /** The first failure's line is `${interrupted}; ${forbiddenHint}; ${meanwhile}` (the hint on HTTP 403 only). */
+  readonly interrupted: string;
+  readonly meanwhile: string;
+  readonly stillFailing: string;
+  readonly continueExpired: string;
 }
 
 export interface ResourceInformerOptions<T extends KubernetesObject> {
@@ -34,14 +57,27 @@ export interface ResourceInformerOptions<T extends KubernetesObject> {
   readonly listPage: (params: { limit: number | undefined; _continue: string | undefined }, options: ConfigurationOptions) => Promise<ListPage>;
   /** The object as kept; undefined drops it (metadata.name and namespace must be kept, and resourceVersion). */
   readonly trim: (obj: unknown) => T | undefined;
+  /** Accept headers of the list pages and of the watch (default: the generated client's and Watch's). */
+  readonly accept?: { readonly list: string; readonly watch: string };
+  /** Called for every object added to or replaced in the cache (watch events and relists alike). */
+  readonly onUpsert?: (obj: T) => void;
+  /** Called for every object dropped from the cache (watch events and relists alike). */
+  readonly onRemove?: (obj: T) => void;
   /** Called after every change of the cache (add, update, delete, relist). */
   readonly onChange?: () => void;
   /** A hint for the first failure's log line (e.g. the RBAC this needs). */
   readonly forbiddenHint?: string;
+  /** The log lines, when the user has its own wording (default: generic lines naming `resource`). */
+  readonly logLines?: InformerLogLines;
+  /** Objects per list page (`limit`). */
   readonly pageSize?: number;
+  /** Deadline of each list page. */
   readonly requestTimeoutMs?: number;
+  /** Reconnect a watch that sent nothing (not even a bookmark) for this long. */
   readonly watchIdleTimeoutMs?: number;
+  /** Server-side watch duration (`timeoutSeconds`); client-go picks 5–10 minutes at random. */
   readonly watchTimeoutSeconds?: () => number;
+  /** Restart delays after errors. */
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
 }
 
@@ -53,6 +89,38 @@ export interface ResourceInformerStatus {
   readonly lastError: string | undefined;
   /** When the current run of failures began (ms since the epoch); undefined when healthy. */
   readonly failingSince: number | undefined;
+}
+
+function defaultLogLines(resource: string): InformerLogLines {
+  return {
+    fields: { resource },
+    countField: 'objects',
+    synced: 'informer synced',
+    relisted: 'relisted',
+    recovered: 'informer recovered',
+    interrupted: 'informer interrupted',
+    meanwhile: 'retrying with backoff',
+    stillFailing: 'informer still failing',
+    continueExpired: 'list continue token expired; listing again without chunks',
+  };
+}
+
+/** KubeConfig for the watch: same cluster and credentials, plus an Accept header. */
+class AcceptingKubeConfig extends KubeConfig {
+  readonly #base: KubeConfig;
+  readonly #accept: string;
+  constructor(base: KubeConfig, accept: string) {
+    super();
+    this.#base = base;
+    this.#accept = accept;
+  }
+  override getCurrentCluster(): ReturnType<KubeConfig['getCurrentCluster']> {
+    return this.#base.getCurrentCluster();
+  }
+  override async applySecurityAuthentication(ctx: RequestContext): Promise<void> {
+    await this.#base.applySecurityAuthentication(ctx);
+    ctx.setHeaderParam('Accept', this.#accept);
+  }
 }
 
 type WatchCallback = (phase: string, obj: unknown, raw?: unknown) => void;
@@ -82,6 +150,7 @@ class TrimmingWatch extends Watch {
     done: (err: unknown) => void,
   ): Promise<AbortController> {
     if (this.#o.stopped()) {
+      // ListWatch starts a watch after a list that finished after stop(): refuse it.
       const controller = new AbortController();
       queueMicrotask(() => done(new Error('informer stopped')));
       return controller;
@@ -104,6 +173,8 @@ class TrimmingWatch extends Watch {
         done(err);
       },
     );
+    // stop() cannot abort a watch still waiting for its response headers (ListWatch
+    // holds no controller yet): end it as soon as it is there.
     if (this.#o.stopped()) controller.abort();
     // The response came with 200 and the stream is open: the cache follows the server again.
     else if (!ended) this.#o.connected();
@@ -114,6 +185,7 @@ class TrimmingWatch extends Watch {
 export class ResourceInformer<T extends KubernetesObject> {
   readonly synced: Promise<void>;
   readonly #o: ResourceInformerOptions<T> & { pageSize: number; requestTimeoutMs: number; backoff: { initialMs: number; maxMs: number } };
+  readonly #lines: InformerLogLines;
   readonly #informer: ListWatch<T>;
   readonly #abort = new AbortController();
   #markSynced!: () => void;
@@ -127,25 +199,31 @@ export class ResourceInformer<T extends KubernetesObject> {
 
   constructor(options: ResourceInformerOptions<T>) {
     this.#o = { pageSize: 500, requestTimeoutMs: 30_000, ...options, backoff: options.backoff ?? { initialMs: 1000, maxMs: 30_000 } };
+    this.#lines = options.logLines ?? defaultLogLines(options.resource);
     this.synced = new Promise((resolve) => {
       this.#markSynced = resolve;
     });
-    const watch = new TrimmingWatch(options.kubeConfig, options.watchIdleTimeoutMs ?? 90_000, {
+    const { accept } = options;
+    const kc = accept === undefined ? options.kubeConfig : new AcceptingKubeConfig(options.kubeConfig, accept.watch);
+    const watch = new TrimmingWatch(kc, options.watchIdleTimeoutMs ?? 90_000, {
       timeoutSeconds: options.watchTimeoutSeconds ?? (() => 300 + Math.floor(Math.random() * 300)),
       stopped: () => this.#stopped,
       trim: (obj) => options.trim(obj),
       connected: () => this.#healthy(),
     });
     this.#informer = new ListWatch<T>(options.path, watch, () => this.#list(), false, undefined, undefined, {
+      // ListWatch's own reconnect delay (up to 30 s): cut short by stop(), and never keeping the process alive.
       delayFn: (ms) => this.#delay(ms),
     });
-    const changed = (): void => {
+    const { onUpsert, onRemove, onChange } = options;
+    const changed = (obj: T, call: ((obj: T) => void) | undefined): void => {
       this.#healthy();
-      this.#o.onChange?.();
+      call?.(obj);
+      onChange?.();
     };
-    this.#informer.on('add', changed);
-    this.#informer.on('update', changed);
-    this.#informer.on('delete', changed);
+    this.#informer.on('add', (obj) => changed(obj, onUpsert));
+    this.#informer.on('update', (obj) => changed(obj, onUpsert));
+    this.#informer.on('delete', (obj) => changed(obj, onRemove));
     this.#informer.on('error', (err: unknown) => this.#onError(err));
   }
 
@@ -197,19 +275,25 @@ export class ResourceInformer<T extends KubernetesObject> {
     this.#informer.start().catch((err: unknown) => this.#onError(err));
   }
 
+  /** One full list, page by page, trimmed as it arrives. */
   async #list(): Promise<KubernetesListObject<T>> {
     const items: T[] = [];
     let cont: string | undefined;
     let limit: number | undefined = this.#o.pageSize;
     let resourceVersion = '';
+    const accept = this.#o.accept === undefined ? {} : { headers: { Accept: this.#o.accept.list } };
     for (;;) {
       if (this.#stopped) throw new Error('informer stopped');
       let page: ListPage;
       try {
-        page = await this.#o.listPage({ limit, _continue: cont }, requestOptions({ timeoutMs: this.#o.requestTimeoutMs, signal: this.#abort.signal }));
+        page = await this.#o.listPage(
+          { limit, _continue: cont },
+          requestOptions({ timeoutMs: this.#o.requestTimeoutMs, signal: this.#abort.signal, ...accept }),
+        );
       } catch (error) {
         if (cont !== undefined && statusOf(error) === 410) {
-          this.#o.log.info({ resource: this.#o.resource }, 'list continue token expired; listing again without chunks');
+          // The snapshot behind the continue token is gone: list again, in one piece.
+          this.#o.log.info({ ...this.#lines.fields }, this.#lines.continueExpired);
           items.length = 0;
           cont = undefined;
           limit = undefined;
@@ -236,18 +320,19 @@ export class ResourceInformer<T extends KubernetesObject> {
   #onListed(count: number): void {
     this.#healthy();
     this.#o.onChange?.();
+    const fields = { ...this.#lines.fields, [this.#lines.countField]: count };
     if (!this.#synced) {
       this.#synced = true;
-      this.#o.log.info({ resource: this.#o.resource, objects: count }, 'informer synced');
+      this.#o.log.info(fields, this.#lines.synced);
       this.#markSynced();
     } else {
-      this.#o.log.debug({ resource: this.#o.resource, objects: count }, 'relisted');
+      this.#o.log.debug(fields, this.#lines.relisted);
     }
   }
 
   #healthy(): void {
     if (this.#failures > 0) {
-      this.#o.log.info({ resource: this.#o.resource, failures: this.#failures }, 'informer recovered');
+      this.#o.log.info({ ...this.#lines.fields, failures: this.#failures }, this.#lines.recovered);
       this.#failures = 0;
       this.#failingSince = undefined;
       this.#lastError = undefined;
@@ -255,17 +340,17 @@ export class ResourceInformer<T extends KubernetesObject> {
   }
 
   #onError(err: unknown): void {
-    if (this.#stopped) return;
+    if (this.#stopped) return; // stop() aborts the watch, which reports an AbortError
     this.#failures++;
     this.#failingSince ??= Date.now();
     this.#lastError = describeApiError(err);
     const delay = backoffDelay(this.#failures, this.#o.backoff.initialMs, this.#o.backoff.maxMs);
-    const fields = { resource: this.#o.resource, problem: this.#lastError, retryInMs: delay, failures: this.#failures };
+    const fields = { ...this.#lines.fields, problem: this.#lastError, retryInMs: delay, failures: this.#failures };
     if (this.#failures === 1) {
       const hint = statusOf(err) === 403 && this.#o.forbiddenHint !== undefined ? `; ${this.#o.forbiddenHint}` : '';
-      this.#o.log.warn(fields, `informer interrupted${hint}; retrying with backoff`);
+      this.#o.log.warn(fields, `${this.#lines.interrupted}${hint}; ${this.#lines.meanwhile}`);
     } else {
-      this.#o.log.debug(fields, 'informer still failing');
+      this.#o.log.debug(fields, this.#lines.stillFailing);
     }
     clearTimeout(this.#restartTimer);
     this.#restartTimer = setTimeout(() => {

@@ -1,21 +1,23 @@
 /**
- * The diagnosis of classify.ts, one entry at a time: `add()` each conntrack entry
- * as it is read, `report()` at the end. The result is the same DiagnoseReport that
- * `diagnose(entries, index)` gives for the same entries in the same order, but no
- * entry is kept: entries attributed to a Service by their destination are counted
- * at once; the others (a destination that is no known Service, whose Service may be
- * inferred from its endpoints) are kept as counts per distinct flow shape
- * (destination, target, state), which are few. This is what lets the agent read a
- * node's table of 100k+ entries in bounded memory.
+ * The diagnosis (the rules and the report are described in classify.ts), one entry
+ * at a time: `add()` each conntrack entry as it is read, `report()` at the end. This
+ * is the only implementation of the classification: `diagnose(entries, index)` is
+ * this tally over a list. No entry is kept: entries attributed to a Service by their
+ * destination are counted at once; the others (a destination that is no known
+ * Service, whose Service may be inferred from its endpoints) are kept as counts per
+ * distinct flow shape (destination, target, state), which are few. This is what
+ * lets the agent read a node's table of 100k+ entries in bounded memory.
  *
- * Pure: no I/O. test/diagnose/tally.test.ts checks the equality with `diagnose`
- * on real captures and on random tables.
+ * Pure: no I/O. test/diagnose/tally.test.ts checks that reports mid-way and at the
+ * end equal `diagnose` of the entries so far, on real captures and random tables.
  */
-import { CLOSED_STATES } from './classify.ts';
 import type { DiagnoseReport, ServiceGroup, UnattributedGroup, Verdict } from './classify.ts';
 import { formatAddress } from './conntrack.ts';
 import { frontendKey, nodePortKey, serviceKey } from './endpoints.ts';
 import type { EndpointState, ServiceIndex, ServicePortRef } from './endpoints.ts';
+
+/** Connection states whose entry a new connection replaces (nf_conntrack_proto_tcp.c: a SYN in TIME_WAIT/CLOSE reopens). */
+export const CLOSED_STATES: ReadonlySet<string> = new Set(['TIME_WAIT', 'CLOSE', 'CLOSED']);
 
 /**
  * What the tally reads of a conntrack entry. A ConntrackEntry is one; the agent's
@@ -102,7 +104,8 @@ export class DiagnoseTally {
     for (const [k, g] of this.#groups) groups.set(k, cloneGroup(g));
     const pending = [...this.#pending.values()];
     // Infer the Service of a destination from entries of it that reach a known endpoint
-    // (exactly one Service port must match) — classify.ts's rule.
+    // (exactly one Service port must match); a known Service IP on a port it does not
+    // serve is not inferred onto another Service.
     const inferred = new Map<string, ServicePortRef | null>();
     for (const p of pending) {
       const refs = this.#index.targets.get(frontendKey(p.protocol, p.targetIp, p.targetPort));
