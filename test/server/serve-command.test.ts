@@ -1,8 +1,9 @@
-/** `safe-termination serve` as a user runs it: help, and errors with exit codes. */
+/** `safe-termination serve` as a user runs it: help, errors with exit codes, SIGTERM. */
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../support/webhook.ts';
+import { makeNode, startFakeApiServer, waitUntil } from '../support/fake-apiserver.ts';
+import { makeCerts, REPO_ROOT } from '../support/webhook.ts';
 
 const run = (args: string[], env: Record<string, string> = {}) =>
   spawnSync(process.execPath, [join(REPO_ROOT, 'src/cli/main.ts'), ...args], { encoding: 'utf8', timeout: 15_000, env: { PATH: process.env['PATH'] ?? '', ...env } });
@@ -34,4 +35,35 @@ t.test('usage errors exit 2 naming the flag; runtime errors exit 1', async (t) =
   t.equal(none.status, 2);
   t.match(none.stdout, /Usage: safe-termination <command>/);
   t.equal(run(['version']).stdout.trim(), '0.1.0');
+});
+
+t.test('SIGTERM with the API server hanging on the node watch: exit 0 within seconds', async (t) => {
+  const api = await startFakeApiServer();
+  t.teardown(() => api.stop());
+  api.setNodes([makeNode('n1')]);
+  // The list answers; every watch is held before its response headers, which client-node cannot abort.
+  const hang = api.fault({ kind: 'hang' }, { watch: true });
+  t.teardown(() => hang.remove());
+  const certs = makeCerts();
+  t.teardown(() => certs.remove());
+  const args = ['serve', '--kubeconfig', api.writeKubeconfig(), '--tls-cert-file', certs.certFile, '--tls-private-key-file', certs.keyFile];
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'src/cli/main.ts'), ...args, '--port', '0', '--metrics-port', '0', '--shutdown-delay', '0'], {
+    env: { PATH: process.env['PATH'] ?? '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  await waitUntil(() => out.includes('"msg":"node informer synced"'), 'the informer synced', 30_000);
+  await waitUntil(() => api.requests.some((r) => r.query['watch'] === 'true'), 'a watch is held', 10_000);
+  const sent = Date.now();
+  child.kill('SIGTERM');
+  const code = await Promise.race([exited, new Promise<'still running'>((r) => setTimeout(() => r('still running'), 15_000))]);
+  t.equal(code, 0, `exit 0 (after ${Date.now() - sent} ms)`);
+  t.ok(Date.now() - sent < 15_000, 'the held watch does not keep the process alive');
+  t.match(out, /"msg":"webhook stopped"/, 'the last log line is flushed');
 });
