@@ -6,6 +6,7 @@
  */
 import { escapePathComponent } from 'fast-json-patch';
 import type { Operation } from 'fast-json-patch';
+import { isSleepHook } from './hook.ts';
 import { Annotation } from './names.ts';
 import type { Plan } from './plan.ts';
 import { encodeRecord } from './record.ts';
@@ -28,7 +29,7 @@ export function planPatch(pod: Pod, plan: Plan): Operation[] {
       const current = c.lifecycle?.preStop;
       if (c.lifecycle == null) ops.push({ op: 'add', path: `${base}/lifecycle`, value: { preStop: plan.hook } });
       else if (current == null) ops.push({ op: 'add', path: `${base}/lifecycle/preStop`, value: plan.hook });
-      else if (!sameHook(current, plan)) ops.push({ op: 'replace', path: `${base}/lifecycle/preStop`, value: plan.hook });
+      else if (!isSleepHook(current, plan.mode.mode, plan.sleepSeconds)) ops.push({ op: 'replace', path: `${base}/lifecycle/preStop`, value: plan.hook });
     } else if (unhook?.has(c.name) && c.lifecycle?.preStop !== undefined) {
       ops.push({ op: 'remove', path: `${base}/lifecycle/preStop` });
     }
@@ -49,19 +50,4 @@ export function planPatch(pod: Pod, plan: Plan): Operation[] {
     else ops.push({ op: 'add', path: `/metadata/annotations/${RECORD_KEY}`, value: record });
   }
   return ops;
-}
-
-function sameHook(current: unknown, plan: Plan): boolean {
-  if (typeof current !== 'object' || current === null) return false;
-  const keys = Object.keys(current);
-  if (keys.length !== 1) return false;
-  const h = current as Record<string, unknown>;
-  if (plan.mode.mode === 'sleep') {
-    const sleep = h['sleep'] as { seconds?: unknown } | undefined;
-    return typeof sleep === 'object' && sleep !== null && Object.keys(sleep).length === 1 && sleep.seconds === plan.sleepSeconds;
-  }
-  const exec = h['exec'] as { command?: unknown } | undefined;
-  if (typeof exec !== 'object' || exec === null || Object.keys(exec).length !== 1 || !Array.isArray(exec.command)) return false;
-  const cmd = exec.command as unknown[];
-  return cmd.length === 2 && cmd[0] === 'sleep' && cmd[1] === String(plan.sleepSeconds);
 }

@@ -3,6 +3,8 @@
  * The webhook turns the plan into a JSONPatch, the CLI into a manifest.
  */
 import { describeProblem, readSettings } from './annotations.ts';
+import { isSleepHook, sleepHook } from './hook.ts';
+import type { PrestopHook } from './hook.ts';
 import type { AnnotationProblem, PodSettings, Protocol } from './annotations.ts';
 import type { ConntrackFacts, ConntrackKey, ConntrackValue } from './conntrack.ts';
 import { API_DEFAULT_GRACE_SECONDS, supportsNativeSleep } from './model.ts';
@@ -41,9 +43,7 @@ export const ContainerSkip = {
   ownHook: 'has its own preStop hook',
 } as const;
 
-export type PrestopHook =
-  | { readonly sleep: { readonly seconds: number } }
-  | { readonly exec: { readonly command: readonly string[] } };
+export type { PrestopHook };
 
 export type InputSource = 'annotation' | 'config';
 export interface Input<T> {
@@ -146,8 +146,16 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
   const record = previous.kind === 'valid' ? previous.record : undefined;
 
   const podGrace = pod.spec.terminationGracePeriodSeconds;
-  const originalGraceFrom = record ? 'record' : podGrace == null ? 'api-default' : 'pod';
-  const originalGrace = record?.originalGracePeriodSeconds ?? (podGrace == null ? API_DEFAULT_GRACE_SECONDS : Math.max(podGrace, 0));
+  const currentGrace = podGrace == null ? undefined : Math.max(podGrace, 0);
+  // The record's original grace holds while the pod's grace is still the one we set;
+  // a grace changed since (an edited manifest that was injected before) is the new original.
+  const graceFromRecord = record !== undefined && currentGrace === record.gracePeriodSeconds;
+  if (record !== undefined && !graceFromRecord) {
+    const now = currentGrace === undefined ? 'unset' : `${currentGrace}s`;
+    warnings.push(`terminationGracePeriodSeconds changed since injection (${record.gracePeriodSeconds}s → ${now}): taken as the original`);
+  }
+  const originalGraceFrom = graceFromRecord ? 'record' : currentGrace === undefined ? 'api-default' : 'pod';
+  const originalGrace = graceFromRecord ? record.originalGracePeriodSeconds : (currentGrace ?? API_DEFAULT_GRACE_SECONDS);
   if (originalGrace > MAX_DURATION_SECONDS) {
     return skip('grace-period-out-of-range', `terminationGracePeriodSeconds ${originalGrace} is beyond ${MAX_DURATION_SECONDS}`, warnings);
   }
@@ -160,7 +168,16 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
     return skip('windows-exec-mode', 'Windows pod in exec mode: no sleep binary', warnings);
   }
 
-  const ours = new Set(record?.containers ?? []);
+  // A hook is ours to update only if the record lists its container and it is still
+  // the hook the record says we wrote; one changed since is the user's.
+  const ours = new Set<string>();
+  if (record !== undefined) {
+    const listed = new Set(record.containers);
+    for (const c of pod.spec.containers) {
+      const current = c.lifecycle?.preStop;
+      if (listed.has(c.name) && (current == null || isSleepHook(current, record.mode, record.sleepSeconds))) ours.add(c.name);
+    }
+  }
   const existing = s.existingPrestop ?? defaults.existingPrestop;
   const chosen: string[] = [];
   const skipped: Record<string, string> = {};
@@ -184,8 +201,7 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
   let unhook: string[] = [];
   if (ours.size > 0) {
     const chosenSet = new Set(chosen);
-    const present = new Set(pod.spec.containers.map((c) => c.name));
-    unhook = [...ours].filter((name) => !chosenSet.has(name) && present.has(name));
+    unhook = [...ours].filter((name) => !chosenSet.has(name));
   }
 
   const sidecarPorts = (pod.spec.initContainers ?? []).filter(isNativeSidecar).flatMap((c) => c.ports ?? []);
@@ -230,8 +246,7 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
     grace = { kind: 'added', seconds: Math.max(originalGrace + sleepSeconds, sleepSeconds + 1) };
   }
 
-  const hook: PrestopHook =
-    mode.mode === 'sleep' ? { sleep: { seconds: sleepSeconds } } : { exec: { command: ['sleep', String(sleepSeconds)] } };
+  const hook = sleepHook(mode.mode, sleepSeconds);
 
   const decisionRecord: DecisionRecord = {
     v: RECORD_VERSION,

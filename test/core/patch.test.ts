@@ -130,6 +130,36 @@ t.test('hooks listed in the record are ours to update; others are the user\'s', 
   t.same(podProblems(r.pod), []);
 });
 
+t.test('an injected pod edited since: its new grace and its own hook are the user\'s', async (t) => {
+  const first = call(defaultedPod({ containers: [{ name: 'app', ports: TCP }, { name: 'worker', ports: TCP }] }));
+  t.equal(first.pod.spec.terminationGracePeriodSeconds, 35);
+  // A GitOps user raises grace in the injected manifest and gives one container a drain hook.
+  const edited = structuredClone(first.pod);
+  edited.spec.terminationGracePeriodSeconds = 90;
+  edited.spec.containers[1].lifecycle.preStop = { exec: { command: ['/drain'] } };
+  const d = decideRaw(edited);
+  const r = call(edited);
+  checkOps(t, r.ops);
+  t.same(podProblems(r.pod), []);
+  t.equal(r.pod.spec.terminationGracePeriodSeconds, 95, '90 is the new original: 90 + 5, not 30 + 5');
+  t.equal(planOf(d).originalGraceFrom, 'pod');
+  t.match(d.warnings, [/terminationGracePeriodSeconds changed since injection \(35s → 90s\): taken as the original/]);
+  t.same(r.pod.spec.containers[1].lifecycle.preStop, { exec: { command: ['/drain'] } }, 'the user\'s hook is kept');
+  const record = JSON.parse(r.pod.metadata.annotations[RECORD]);
+  t.same(record.skipped, { worker: 'has its own preStop hook' });
+  t.equal(record.originalGracePeriodSeconds, 90);
+  t.same(call(r.pod).ops, [], 'and then a fixed point, without the warning');
+  t.same(decideRaw(r.pod).warnings, []);
+  // Excluding that container later does not remove the user's hook either.
+  const excluded = structuredClone(r.pod);
+  excluded.metadata.annotations['safe-termination.io/exclude-containers'] = 'worker';
+  t.same(call(excluded).pod.spec.containers[1].lifecycle.preStop, { exec: { command: ['/drain'] } });
+  // Grace lowered below what we set is honoured the same way.
+  const lowered = structuredClone(first.pod);
+  lowered.spec.terminationGracePeriodSeconds = 10;
+  t.equal(call(lowered).pod.spec.terminationGracePeriodSeconds, 15);
+});
+
 t.test('a record from a manifest (CLI) is re-sized to the cluster facts', async (t) => {
   const raw = defaultedPod({ containers: [{ name: 'dns', ports: UDP }] });
   const cli = call(raw);
