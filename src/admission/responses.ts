@@ -1,10 +1,10 @@
 /** Small constructors for conformant AdmissionReview responses. */
+import { MAX_WARNING_LENGTH } from '../core/annotations.ts';
 import type { Operation } from '../core/patch.ts';
 import { REVIEW_API_VERSION, REVIEW_KIND } from './review.ts';
 import type { AdmissionResponse, AdmissionReviewResponse } from './review.ts';
 
-/** Kubernetes asks that each warning stay within 120 characters. */
-export const MAX_WARNING_LENGTH = 119;
+export { MAX_WARNING_LENGTH };
 const MAX_WARNINGS = 10;
 
 export function review(response: AdmissionResponse): AdmissionReviewResponse {

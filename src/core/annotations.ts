@@ -167,11 +167,16 @@ function listNames(names: readonly string[]): string {
  */
 export const MAX_SUGGESTIONS = 20;
 
+/** Kubernetes asks that each admission warning stay within 120 characters. */
+export const MAX_WARNING_LENGTH = 119;
+
 function unknownKeyWarning(key: string, suggest: boolean): string {
   if (!suggest) return `unknown annotation ${key} ignored`;
-  const suffix = key.slice(PREFIX.length);
-  const nearest = nearestKnownKey(suffix);
-  return `unknown annotation ${key} ignored; did you mean ${nearest}?`;
+  const nearest = nearestKnownKey(key.slice(PREFIX.length));
+  const text = (k: string) => `unknown annotation ${k} ignored; did you mean ${nearest}?`;
+  // Shorten the unknown key, not the suggestion, when the whole would be cut.
+  const excess = Array.from(text(key)).length - MAX_WARNING_LENGTH;
+  return excess > 0 ? text(`${Array.from(key).slice(0, -(excess + 1)).join('')}…`) : text(key);
 }
 
 /** The known annotation whose name after the prefix is closest to `suffix`. */

@@ -94,7 +94,10 @@ t.test('warnings: unknown keys name the nearest known key, each under 120 charac
   t.ok(body.response.patch);
   t.equal(body.response.warnings?.length, 2);
   t.match(body.response.warnings?.[0], /did you mean safe-termination\.io\/prestop-sleep/);
+  t.match(body.response.warnings?.[1], /^unknown annotation safe-termination\.io\/x+… ignored; did you mean safe-termination\.io\/[a-z-]+\?$/, 'a long unknown key is shortened, not the suggestion');
   for (const warning of body.response.warnings ?? []) t.ok(warning.length < 120, `${warning.length} chars`);
+  const long = await review(defaultedPod({ annotations: { 'safe-termination.io/exclude-container-names-for-the-sidecars': 'istio-proxy' } }));
+  t.match(long.response.warnings, [/^unknown annotation safe-termination\.io\/exclude-contain\S*… ignored; did you mean safe-termination\.io\/exclude-containers\?$/]);
 });
 
 t.test('--invalid-annotations ignore admits with a warning and the default', async (t) => {
