@@ -140,6 +140,12 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
     for (const p of read.problems) warnings.push(`${p.key} invalid, default used; expected ${p.accepted}`);
   }
   const s = read.settings;
+  if (s.containers !== undefined && pod.spec.initContainers != null) {
+    // Only app containers get the hook; native sidecars are stopped after them anyway.
+    const app = new Set(pod.spec.containers.map((c) => c.name));
+    const init = s.containers.filter((name) => !app.has(name));
+    if (init.length > 0) warnings.push(`${Annotation.containers}: init container ${listed(init)} not hooked; sidecars stop after the app containers`);
+  }
 
   const previous = decodeRecord(annotations?.[Annotation.injected]);
   if (previous.kind === 'unreadable') warnings.push(`${Annotation.injected} ignored: ${previous.reason}`);
@@ -279,6 +285,10 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
     record: decisionRecord,
   };
   return { kind: 'inject', plan, warnings };
+}
+
+function listed(names: readonly string[]): string {
+  return names.length > 3 ? `${names.slice(0, 3).join(', ')}, …` : names.join(', ');
 }
 
 function input<T>(annotated: T | undefined, configured: T): Input<T> {

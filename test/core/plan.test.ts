@@ -147,6 +147,19 @@ t.test('containers and exclude-containers combine: exclusion applies to the incl
   t.same(p.skipped, { b: 'excluded by annotation', c: 'not in the containers annotation' });
 });
 
+t.test('containers naming an init container (a native sidecar): a warning, the app containers listed are hooked', async (t) => {
+  const d = decidePod({
+    initContainers: [{ name: 'istio-proxy', restartPolicy: 'Always' }],
+    containers: [{ name: 'app' }, { name: 'batch' }],
+    annotations: { [A('containers')]: 'app,istio-proxy' },
+  });
+  t.same(planOf(d).containers, ['app']);
+  t.same(d.warnings, ['safe-termination.io/containers: init container istio-proxy not hooked; sidecars stop after the app containers']);
+  const only = decidePod({ initContainers: [{ name: 'istio-proxy', restartPolicy: 'Always' }], containers: [{ name: 'app' }], annotations: { [A('containers')]: 'istio-proxy' } });
+  t.equal(only.kind, 'skip');
+  t.match(only.warnings, [/init container istio-proxy not hooked/], 'the skip says why');
+});
+
 t.test('existing preStop hooks: keep by default, replace on request', async (t) => {
   const own = { preStop: { httpGet: { path: '/drain', port: 8080 } } };
   const kept = planOf(decidePod({ containers: [{ name: 'app', lifecycle: own }, { name: 'side' }] }));
