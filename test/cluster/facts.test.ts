@@ -104,6 +104,22 @@ t.test('nodes without annotations fall back per value to kube-proxy, then static
   t.same((await planFor(w, udpPod())).conntrack['udp-timeout'], { value: 30, source: 'static' });
 });
 
+t.test('a kube-proxy ConfigMap the webhook may not read (403): skipped quietly, said once', async (t) => {
+  const { api, start } = await cluster(t);
+  api.setNodes([makeNode('n1')]);
+  api.setConfigMap('kube-system', 'kube-proxy', { 'config.conf': 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nconntrack:\n  udpTimeout: 1m0s\n' });
+  api.fault({ kind: 'status', code: 403, message: 'configmaps "kube-proxy" is forbidden' }, { path: '/api/v1/namespaces/kube-system/configmaps/kube-proxy' });
+  const w = await start();
+  await waitUntil(() => ready(w), 'ready', 3000);
+  // Read at start and again every second (the test's --kube-proxy-interval): still one line.
+  await waitUntil(() => api.requests.filter((r) => r.path.endsWith('/configmaps/kube-proxy')).length >= 3, 'read again', 5000);
+  t.same((await planFor(w, udpPod())).conntrack['udp-timeout'], { value: 30, source: 'static' });
+  const lines = w.logs.lines.filter((l) => /kube-proxy configuration not used/.test(String(l['msg'])));
+  t.equal(lines.length, 1, 'said once');
+  t.equal(lines[0]?.['outcome'], 'not readable (HTTP 403)');
+  t.equal(lines[0]?.['level'], 'info', 'not a warning: an operator may withhold it on purpose');
+});
+
 t.test('the server version decides prestop-mode auto; --kubernetes-version is never asked', async (t) => {
   await t.test('1.29 → exec', async (t) => {
     const { api, start } = await cluster(t, { version: { major: '1', minor: '29+', gitVersion: 'v1.29.8-eks-a737599' } });
