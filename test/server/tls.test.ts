@@ -160,3 +160,19 @@ t.test('a missing or mismatched certificate fails at start with a clear message'
   await t.rejects(startTestWebhook({ certs: { ...a, certFile: join(a.dir, 'missing.crt') } }), /cannot read --tls-cert-file .*missing\.crt: ENOENT/);
   await t.rejects(startTestWebhook({ certs: { ...a, keyFile: b.keyFile } }), /does not belong to the certificate/);
 });
+
+t.test('certs/generate.sh: a serving certificate for the Service DNS names, signed by its CA', async (t) => {
+  const certs = makeCerts(['--service', 'st-webhook', '--namespace', 'platform', '--days', '30']);
+  t.teardown(() => certs.remove());
+  const cert = new X509Certificate(readFileSync(certs.certFile));
+  const ca = new X509Certificate(certs.ca);
+  for (const host of ['st-webhook', 'st-webhook.platform', 'st-webhook.platform.svc', 'st-webhook.platform.svc.cluster.local', 'localhost']) {
+    t.equal(cert.checkHost(host), host, `valid for ${host}`);
+  }
+  t.equal(cert.checkHost('st-webhook.other.svc'), undefined, 'not for another namespace');
+  t.equal(cert.checkIP('127.0.0.1'), '127.0.0.1');
+  t.ok(cert.verify(ca.publicKey) && cert.checkIssued(ca), 'issued by the CA written beside it');
+  t.notOk(cert.ca, 'the serving certificate is no CA');
+  const days = (Date.parse(cert.validTo) - Date.now()) / 86_400_000;
+  t.ok(days > 29 && days <= 30.01, `valid for --days 30 (${days.toFixed(2)})`);
+});
