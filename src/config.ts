@@ -3,6 +3,7 @@
  * is also read from `SAFE_TERMINATION_FOO_BAR`; a flag beats the environment.
  * Errors name the flag (or variable), the bad value and the accepted form.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { DURATION_FORM, formatDuration, parseDuration } from './core/duration.ts';
 import { LINUX_DEFAULTS } from './core/conntrack.ts';
@@ -82,6 +83,12 @@ export const flag = {
     default: dflt,
     parse: (t) => (t.length > 0 ? t : undefined),
   }),
+  ip: (description: string, dflt: string): FlagSpec<string> => ({
+    description,
+    accepted: 'an IP address',
+    default: dflt,
+    parse: (t) => (isIP(t) !== 0 ? t : undefined),
+  }),
   kubeVersion: (description: string): FlagSpec<KubeVersion | undefined> => ({
     description,
     accepted: 'a Kubernetes version such as 1.29 or v1.31.2',
@@ -120,7 +127,7 @@ export const CONNTRACK_FLAGS = {
 
 export const SERVER_FLAGS = {
   port: flag.port('HTTPS port of the admission webhook', 8443),
-  bindAddress: flag.text('address to listen on (:: for all IPv6 and IPv4 addresses)', '0.0.0.0', 'an IP address'),
+  bindAddress: flag.ip('address to listen on (:: for all IPv6 and IPv4 addresses)', '0.0.0.0'),
   metricsPort: flag.port('plain-HTTP port of the Prometheus metrics', 9090),
   tlsCertFile: flag.path('serving certificate (PEM); reloaded when it changes', undefined),
   tlsPrivateKeyFile: flag.path('private key of the serving certificate (PEM)', undefined),

@@ -56,6 +56,8 @@ t.test('errors name the flag or variable, the value and the accepted form', asyn
   fails([...TLS, '--metrics-port', '8443'], {}, /--port and --metrics-port are both 8443/);
   fails([...TLS, '--log-level'], {}, /--log-level needs a value/);
   fails([...TLS, 'extra'], {}, /serve takes no arguments/);
+  fails([...TLS, '--bind-address', 'localhost:8443'], {}, /--bind-address: invalid value "localhost:8443"; expected an IP address/);
+  t.equal(parseServeConfig([...TLS, '--bind-address', '::'], {}).bindAddress, '::');
 });
 
 t.test('every flag has a matching environment variable', async (t) => {
