@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** The `safe-termination` command: subcommand dispatch only. */
-import { UsageError } from '../errors.ts';
+import { ErrorCode, UsageError } from '../errors.ts';
 import { PRODUCT, VERSION } from '../version.ts';
 
 const USAGE = `${PRODUCT} ${VERSION}: inject safe pod termination (preStop sleep + grace period)
@@ -27,7 +27,12 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   inject: async (argv) => (await import('./inject.ts')).runInject(argv),
   explain: async (argv) => (await import('./explain.ts')).runExplain(argv),
   diagnose: async (argv) => (await import('./diagnose.ts')).runDiagnose(argv),
-  version: async () => {
+  version: async (argv) => {
+    if (argv.includes('--help') || argv.includes('-h')) {
+      process.stdout.write(`Usage: ${PRODUCT} version\n\nPrints the version (${VERSION}) and exits.\n`);
+      return 0;
+    }
+    if (argv.length > 0) throw new UsageError(ErrorCode.invalidFlag, `version takes no arguments (got ${argv.join(' ')})`);
     process.stdout.write(`${VERSION}\n`);
     return 0;
   },

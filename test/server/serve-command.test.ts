@@ -35,6 +35,15 @@ t.test('usage errors exit 2 naming the flag; runtime errors exit 1', async (t) =
   t.equal(none.status, 2);
   t.match(none.stdout, /Usage: safe-termination <command>/);
   t.equal(run(['version']).stdout.trim(), '0.1.0');
+  t.equal(run(['version', 'extra']).status, 2);
+});
+
+t.test('every command answers --help with its usage, exit 0', async (t) => {
+  for (const command of ['serve', 'agent', 'inject', 'explain', 'diagnose', 'version']) {
+    const r = run([command, '--help']);
+    t.equal(r.status, 0, `${command} --help exits 0`);
+    t.match(r.stdout, new RegExp(`^Usage: safe-termination ${command}\\b`), `${command} --help shows its usage`);
+  }
 });
 
 t.test('SIGTERM with the API server hanging on the node watch: exit 0 within seconds', async (t) => {
