@@ -45,4 +45,8 @@ t.test('NOTES.txt: the next step (opt a namespace in) and how to check', async (
   t.match(other, /certificates: certManager; node agent: off/);
   t.notMatch(other, /Pod Security/);
   t.notMatch(other, /GitOps/);
+  t.notMatch(text, /ConntrackStaleEntries/);
+  const noMonitor = await notes(['--set', 'monitoring.prometheusRule.enabled=true', '--set', 'agent.staleConntrack.enabled=true']);
+  t.match(noMonitor, /no ConntrackStaleEntries alert: it needs the chart's agent\nServiceMonitor \(monitoring\.serviceMonitor\.enabled=true\)/, 'says why the stale-entry alert is left out');
+  t.notMatch(await notes(['--set', 'monitoring.prometheusRule.enabled=true', '--set', 'monitoring.serviceMonitor.enabled=true', '--set', 'agent.staleConntrack.enabled=true']), /ConntrackStaleEntries/);
 });

@@ -6,7 +6,9 @@
 import t from 'tap';
 import { createWebhookMetrics } from '../../src/server/metrics.ts';
 import { createAgentMetrics } from '../../src/agent/metrics.ts';
-import { ciModes, NAMESPACE, ofKind, one, podSpecOf, render, selects } from './render.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CHART, ciModes, NAMESPACE, ofKind, one, podSpecOf, render, selects } from './render.ts';
 
 const modes = ciModes();
 
@@ -75,7 +77,7 @@ t.test('the PrometheusRule: the alerts of spec §7, complete, on metrics that ex
   t.match(full.expr, /safe_termination_conntrack_entries_limit\{namespace="safe-termination"\}/);
   t.match(full.expr, /> 0\.75\s*$/, 'the ratio from values (80 % by default)');
   t.equal(full.for, '5m', 'for 5 minutes');
-  t.match(full.annotations.summary, /\{\{ \$labels\.node \}\}/, 'Prometheus templates reach Prometheus unrendered');
+  t.match(full.annotations.summary, /\{\{ or \$labels\.node \$labels\.instance \}\}/, 'Prometheus templates reach Prometheus unrendered');
   t.match(byName.get('ConntrackInsertFailed')!.expr, /increase\(safe_termination_conntrack_stat_insert_failed_total/);
   t.match(byName.get('EndpointChurnHigh')!.expr, /rate\(kubeproxy_sync_proxy_rules_endpoint_changes_total\[5m\]\)\) > 10/);
   t.match(byName.get('SafeTerminationCertificateExpiring')!.expr, / < 604800\s*$/, '168h in seconds');
@@ -125,6 +127,56 @@ t.test('agent.staleConntrack with monitoring: the stale-entry alert, on the expo
   const plain = await render({ valuesFiles: [modes.get('monitoring')!] });
   t.notOk(one(plain, 'PrometheusRule').spec.groups.flatMap((g: { rules: Array<{ alert?: string }> }) => g.rules).some((r: { alert?: string }) => r.alert === 'ConntrackStaleEntries'), 'no alert while the count is off');
   t.notOk(one(plain, 'ServiceMonitor', 'safe-termination-agent').spec.endpoints[0].honorLabels, 'and no honorLabels');
-  const byDefault = await render({ set: ['monitoring.prometheusRule.enabled=true', 'agent.staleConntrack.enabled=true'] });
+  const byDefault = await render({ set: ['monitoring.prometheusRule.enabled=true', 'monitoring.serviceMonitor.enabled=true', 'agent.staleConntrack.enabled=true'] });
   t.equal(one(byDefault, 'PrometheusRule').spec.groups[0].rules.find((r: { alert?: string }) => r.alert === 'ConntrackStaleEntries').for, '5m', 'default for: 5m');
+  const noMonitor = await render({ set: ['monitoring.prometheusRule.enabled=true', 'agent.staleConntrack.enabled=true'] });
+  t.notOk(alertsOf(noMonitor).some((r) => r.alert === 'ConntrackStaleEntries'), 'not without the agent ServiceMonitor: its job, node and Service labels would not be there');
+});
+
+type Rule = { alert: string; expr: string; for?: string; labels: Record<string, string>; annotations: Record<string, string> };
+
+function alertsOf(objects: Awaited<ReturnType<typeof render>>): Rule[] {
+  return one(objects, 'PrometheusRule').spec.groups.flatMap((g: { rules: Rule[] }) => g.rules);
+}
+
+/** The label lists of the aggregations (`by (…)`) of a PromQL expression. */
+function groupings(expr: string): string[][] {
+  return [...expr.matchAll(/\bby \(([^)]*)\)/g)].map((m) => m[1]!.split(',').map((l) => l.trim()));
+}
+
+t.test('the agent alerts keep one series per node whatever scrapes the agents: by instance too, and name the node by node or instance', async (t) => {
+  const agentMetric = /safe_termination_conntrack_/;
+  for (const [what, set] of [
+    ['the agent ServiceMonitor off', ['monitoring.prometheusRule.enabled=true']],
+    ['the agent ServiceMonitor on', ['monitoring.prometheusRule.enabled=true', 'monitoring.serviceMonitor.enabled=true']],
+  ] as const) {
+    const rules = alertsOf(await render({ set: [...set] })).filter((r) => agentMetric.test(r.expr));
+    t.same(rules.map((r) => r.alert).sort(), ['ConntrackInsertFailed', 'ConntrackTableNearlyFull'], `${what}: the agent alerts`);
+    for (const r of rules) {
+      const bys = groupings(r.expr);
+      t.ok(bys.length > 0, `${what}: ${r.alert} aggregates by labels`);
+      // Without the ServiceMonitor's relabeling there is no node label: grouping by node
+      // alone would collapse every node into one series. instance exists on every target.
+      for (const by of bys) t.ok(by.includes('instance'), `${what}: ${r.alert} groups by (${by.join(', ')}), which keeps instance`);
+      // The annotations only use labels the expression keeps, and node only with a fallback.
+      const kept = new Set(bys.flat());
+      for (const [key, text] of Object.entries(r.annotations)) {
+        for (const [, label] of text.matchAll(/\$labels\.([a-z_]+)/g)) t.ok(kept.has(label!), `${what}: ${r.alert} ${key} uses $labels.${label}, a label the expression keeps`);
+        t.notMatch(text, /\{\{ \$labels\.node \}\}/, `${what}: ${r.alert} ${key} does not print a node label that may be missing`);
+        if (/\$labels\.node/.test(text)) t.match(text, /\{\{ or \$labels\.node \$labels\.instance \}\}/, `${what}: ${r.alert} ${key} names the node by node, else instance`);
+      }
+    }
+  }
+  const stale = alertsOf(await render({ valuesFiles: [modes.get('stale-conntrack')!] })).find((r) => r.alert === 'ConntrackStaleEntries')!;
+  for (const [, label] of Object.values(stale.annotations).join(' ').matchAll(/\$labels\.([a-z_]+)/g)) t.ok(groupings(stale.expr).flat().includes(label!), `ConntrackStaleEntries uses $labels.${label}, a label the expression keeps`);
+});
+
+t.test('EndpointChurnHigh is on a kube-proxy metric: values.yaml says it must be scraped', async (t) => {
+  const rule = alertsOf(await render({ set: ['monitoring.prometheusRule.enabled=true'] })).find((r) => r.alert === 'EndpointChurnHigh')!;
+  const metrics = rule.expr.match(/[a-z_]+_total/g) ?? [];
+  t.same(metrics, ['kubeproxy_sync_proxy_rules_endpoint_changes_total'], 'kube-proxy\'s metric');
+  t.notOk((await exportedMetrics()).has(metrics[0]!), 'not exported by the webhook or the agent');
+  const values = readFileSync(join(CHART, 'values.yaml'), 'utf8');
+  const comment = /((?:\s*#.*\n)+)\s*endpointChurnPerSecond:/.exec(values)?.[1] ?? '';
+  t.match(comment.replace(/\s*#\s*/g, ' '), /needs kube-proxy's metrics to be scraped/, 'the values comment says so');
 });

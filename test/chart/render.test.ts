@@ -3,9 +3,10 @@
  * Kubernetes object (schema + no unknown fields), the expected objects are there,
  * and the objects point at each other correctly (selectors, ports, names).
  */
+import { X509Certificate } from 'node:crypto';
 import t from 'tap';
 import type { Test } from 'tap';
-import { ciModes, countByKind, NAMESPACE, ofKind, one, podSpecOf, render, selects } from './render.ts';
+import { ciModes, countByKind, mapLimit, NAMESPACE, ofKind, one, podSpecOf, render, selects, template } from './render.ts';
 import { objectProblems } from './validate.ts';
 import type { K8sObject } from './render.ts';
 
@@ -98,6 +99,91 @@ t.test('the validator is not vacuous: it catches wrong types and unknown fields'
   t.match(problems, /replicas must be integer/);
   t.match(problems, /securityContext\/readOnlyRootFS: unknown field/);
   t.match(objectProblems({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' } }).join(), /unexpected kind/);
+});
+
+t.test('the validator checks name and label lengths: Service names are DNS-1035 labels, label values at most 63', async (t) => {
+  const objects = await render();
+  const svc = one(objects, 'Service');
+  const named = (name: string): K8sObject => ({ ...structuredClone(svc), metadata: { ...structuredClone(svc.metadata), name } });
+  t.same(objectProblems(named('a'.repeat(63))), [], '63 characters');
+  t.match(objectProblems(named('a'.repeat(64))).join(), /not a DNS-1035 label/, '64 characters');
+  t.match(objectProblems(named('a.b')).join(), /not a DNS-1035 label/, 'a dot');
+  t.match(objectProblems(named('1abc')).join(), /not a DNS-1035 label/, 'a digit first');
+  const deployment = structuredClone(one(objects, 'Deployment'));
+  deployment.metadata.name = 'a.b';
+  t.same(objectProblems(deployment), [], 'other names are DNS subdomains');
+  deployment.metadata.name = 'a..b';
+  t.match(objectProblems(deployment).join(), /metadata\.name is not a valid name/);
+  const labelled = structuredClone(svc);
+  labelled.metadata.labels!['team'] = 'x'.repeat(64);
+  labelled.spec.selector['app.kubernetes.io/instance'] = 'y'.repeat(64);
+  labelled.metadata.labels!['k'.repeat(64)] = 'v';
+  const problems = objectProblems(labelled).join('\n');
+  t.match(problems, /metadata\.labels: team=x+ is not a valid label value/);
+  t.match(problems, /spec\.selector: app\.kubernetes\.io\/instance=y+ is not a valid label value/);
+  t.match(problems, /metadata\.labels: k+ is not a valid label key/);
+  const cert = { apiVersion: 'cert-manager.io/v1', kind: 'Certificate', metadata: { name: 'x' }, spec: { secretName: 'x', commonName: 'c'.repeat(65), dnsNames: [`${'d'.repeat(64)}.ns.svc`] } };
+  const certProblems = objectProblems(cert).join('\n');
+  t.match(certProblems, /commonName c+ is longer than 64 characters/, 'cert-manager refuses a commonName over 64');
+  t.match(certProblems, /dnsNames: d+\.ns\.svc is not a DNS name/);
+});
+
+/** The longest release name Helm accepts (53 characters): the fullname is cut to 63. */
+const LONG_RELEASE = 'production-eu-west-1-platform-webhooks-cluster-abcdef';
+/** The longest namespace name (63 characters). */
+const LONG_NAMESPACE = `ns-${'n'.repeat(60)}`;
+
+t.test('a 53-character release in a 63-character namespace: every object of every mode is valid, with monitoring on', async (t) => {
+  t.equal(LONG_RELEASE.length, 53);
+  t.equal(LONG_NAMESPACE.length, 63);
+  const set = ['monitoring.serviceMonitor.enabled=true', 'monitoring.prometheusRule.enabled=true'];
+  const entries = [...modes];
+  const renders = await mapLimit(entries, 2, ([, file]) => render({ valuesFiles: [file], set, release: LONG_RELEASE, namespace: LONG_NAMESPACE }));
+  entries.forEach(([mode], i) => {
+    const objects = renders[i]!;
+    for (const o of objects) t.same(objectProblems(o), [], `${mode}: ${o.kind}/${o.metadata.name} is a valid object`);
+    const services = new Set(ofKind(objects, 'Service').map((s) => s.metadata.name));
+    const w = one(objects, 'MutatingWebhookConfiguration').webhooks[0];
+    t.ok(services.has(w.clientConfig.service.name), `${mode}: the webhook configuration calls the chart Service`);
+    for (const rule of ofKind(objects, 'PrometheusRule')) {
+      for (const r of rule.spec.groups.flatMap((g: { rules: Array<{ expr: string }> }) => g.rules)) {
+        for (const [, job] of r.expr.matchAll(/job="([^"]+)"/g)) t.ok(services.has(job), `${mode}: job="${job}" is a Service of the chart (prometheus-operator's job label)`);
+      }
+    }
+    if (ofKind(objects, 'DaemonSet').length > 0) {
+      const agentSvc = ofKind(objects, 'Service').find((s) => s.spec.clusterIP === 'None');
+      t.ok(agentSvc, `${mode}: the agent metrics Service is there`);
+      t.match(agentSvc?.metadata.name, /-agent-metrics$/, `${mode}: still named …-agent-metrics`);
+    }
+  });
+  const stale = renders[entries.findIndex(([mode]) => mode === 'stale-conntrack')]!;
+  const staleRule = one(stale, 'PrometheusRule').spec.groups.flatMap((g: { rules: Array<{ alert?: string; expr: string }> }) => g.rules).find((r: { alert?: string }) => r.alert === 'ConntrackStaleEntries');
+  t.match(staleRule?.expr, /job="production-eu-west-1-platform-webhooks-cluster-ab-agent-metrics"/, 'the stale-entry alert selects the renamed Service');
+  const cm = renders[entries.findIndex(([mode]) => mode === 'cert-manager')]!;
+  const ca = ofKind(cm, 'Certificate').find((c) => c.spec.isCA === true)!;
+  t.ok(ca.spec.commonName.length <= 64, `the CA commonName has ${ca.spec.commonName.length} characters`);
+  t.equal(ca.spec.secretName, ca.metadata.name);
+  t.ok(ofKind(cm, 'Issuer').some((i) => i.spec.ca?.secretName === ca.spec.secretName), 'the CA Issuer uses the CA Secret');
+  t.ok(ofKind(cm, 'Certificate').some((c) => c.spec.issuerRef.name === ofKind(cm, 'Issuer').find((i) => i.spec.ca)!.metadata.name), 'the serving Certificate is signed by the CA Issuer');
+  const secret = one(renders[entries.findIndex(([mode]) => mode === 'default')]!, 'Secret');
+  for (const key of ['ca.crt', 'tls.crt']) {
+    const cert = new X509Certificate(Buffer.from(secret.data[key], 'base64'));
+    const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1] ?? '';
+    t.ok(cn.length > 0 && cn.length <= 64, `generate mode: the ${key} commonName (${cn}) is within X.509's 64 characters`);
+  }
+});
+
+t.test('Service names from unusual release names: dots become dashes, a leading digit fails the render clearly', async (t) => {
+  const dotted = await render({ release: 'web.v2', set: ['monitoring.serviceMonitor.enabled=true', 'monitoring.prometheusRule.enabled=true', 'agent.staleConntrack.enabled=true'] });
+  for (const o of dotted) t.same(objectProblems(o), [], `${o.kind}/${o.metadata.name} is a valid object`);
+  t.same(ofKind(dotted, 'Service').map((s) => s.metadata.name).sort(), ['web-v2-safe-termination', 'web-v2-safe-termination-agent-metrics']);
+  t.equal(one(dotted, 'Deployment').metadata.name, 'web.v2-safe-termination', 'other names keep the release name');
+  t.equal(one(dotted, 'MutatingWebhookConfiguration').webhooks[0].clientConfig.service.name, 'web-v2-safe-termination');
+  const r = await template({ release: '1st' });
+  t.not(r.status, 0, 'a release name starting with a digit');
+  t.match(r.stderr, /Service name "1st-safe-termination" .*not a DNS-1035 label.*set fullnameOverride/);
+  const fixed = await render({ release: '1st', set: ['fullnameOverride=first-safe-termination'] });
+  t.equal(one(fixed, 'Service').metadata.name, 'first-safe-termination');
 });
 
 t.test('the PodDisruptionBudget exists only with more than one replica', async (t) => {

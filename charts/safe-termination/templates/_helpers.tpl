@@ -83,8 +83,35 @@ of their own webhook too, whatever podLabels say.
 {{- default (printf "zz-%s" (include "safe-termination.fullname" .)) .Values.webhook.configurationName | trunc 253 }}
 {{- end }}
 
+{{/*
+A Service name from a generated name: Service names are DNS-1035 labels (at most 63
+characters, a letter first, no dots), stricter than other objects' names. A release
+name may have dots (they become dashes) or start with a digit (the render fails).
+*/}}
+{{- define "safe-termination.dns1035" -}}
+{{- $name := replace "." "-" . | trunc 63 | trimSuffix "-" }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) }}
+{{- fail (printf "the Service name %q (made from the release name, nameOverride or fullnameOverride) is not a DNS-1035 label: lower-case letters, digits and '-', starting with a letter; set fullnameOverride to such a name" $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
 {{- define "safe-termination.serviceName" -}}
-{{- include "safe-termination.fullname" . }}
+{{- include "safe-termination.dns1035" (include "safe-termination.fullname" .) }}
+{{- end }}
+
+{{/*
+The agent's headless metrics Service, <fullname>-agent-metrics within 63 characters;
+also the job label prometheus-operator gives the agent series.
+*/}}
+{{- define "safe-termination.agentMetricsName" -}}
+{{- include "safe-termination.dns1035" (printf "%s-agent-metrics" (include "safe-termination.fullname" . | trunc 49 | trimSuffix "-")) }}
+{{- end }}
+
+{{/* The self-signed CA (cert-manager mode: Certificate, Secret, Issuer; generate mode:
+its commonName): within 63 characters, and so a commonName within X.509's 64. */}}
+{{- define "safe-termination.caName" -}}
+{{- printf "%s-ca" (include "safe-termination.fullname" . | trunc 60 | trimSuffix "-") }}
 {{- end }}
 
 {{/* The DNS names the API server may use for the Service (it calls <svc>.<ns>.svc). */}}
