@@ -5,10 +5,11 @@
  *        request takes --work-ms of (simulated) work before its answer.
  * On SIGTERM:
  *   --mode unprotected  exit at once (what most apps do: the default signal action);
- *   --mode protected    shut down gracefully: close UDP, stop accepting, answer each
- *                       open keep-alive connection once more with `Connection: close`,
- *                       then exit (bounded by --drain-ms). The preStop sleep before
- *                       SIGTERM is the kubelet's job (the lab's), not the app's.
+ *   --mode drain-only,  shut down gracefully: close UDP, stop accepting, answer each
+ *   --mode protected    open keep-alive connection once more with `Connection: close`,
+ *                       then exit (bounded by --drain-ms). The two modes are the same
+ *                       app: the preStop sleep before SIGTERM (protected only) is the
+ *                       kubelet's job (the lab's), not the app's.
  * Prints JSON lines: {"event":"ready"}, {"event":"sigterm"}, {"event":"exit"}.
  *
  * Usage: node lab/backend.ts --name b1 --mode protected [--udp-port 53] [--tcp-port 8080] [--drain-ms 1500] [--work-ms 20]
@@ -35,7 +36,11 @@ const { values } = parseArgs({
   },
 });
 const name = values.name ?? 'backend';
-const protectedMode = values.mode === 'protected';
+if (!['unprotected', 'drain-only', 'protected'].includes(values.mode)) {
+  process.stderr.write(`${name}: --mode must be unprotected, drain-only or protected\n`);
+  process.exit(2);
+}
+const drains = values.mode !== 'unprotected';
 const drainMs = Number(values['drain-ms']);
 const workMs = Number(values['work-ms']);
 
@@ -103,7 +108,7 @@ function maybeExit(): void {
 
 process.on('SIGTERM', () => {
   emit('sigterm');
-  if (!protectedMode) {
+  if (!drains) {
     emit('exit');
     process.exit(0);
   }

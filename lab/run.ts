@@ -1,8 +1,9 @@
 /**
  * `npm run lab`: the ghost-connection lab. Reproduces the stale-DNAT failure with
  * real iptables DNAT rules (written as kube-proxy writes them) and real conntrack in
- * network namespaces, once with an unprotected pod and once with the termination
- * plan the decision core computes, and prints what the clients saw.
+ * network namespaces, with an unprotected pod, with a pod that drains gracefully but
+ * has no preStop sleep, and with the termination plan the decision core computes,
+ * and prints what the clients saw.
  *
  * Root only; installs nothing (says what is missing). Everything it creates lives in
  * namespaces named st-lab-<pid>-*, deleted at the end, on failure and on Ctrl-C.
@@ -11,8 +12,8 @@ import { parseArgs } from 'node:util';
 import { describePlan, backendPod, nodeFacts, planFor } from './plan.ts';
 import { figures, formatTable, verdict } from './report.ts';
 import type { RunFigures } from './report.ts';
-import { runScenario } from './scenario.ts';
-import type { ScenarioConfig } from './scenario.ts';
+import { MODES, runScenario } from './scenario.ts';
+import type { Mode, ScenarioConfig, Termination } from './scenario.ts';
 import { checkPrerequisites, Cleanup, run } from './sys.ts';
 import { createWorld, reapOrphans, setNodeConntrack } from './world.ts';
 
@@ -20,8 +21,10 @@ const HELP = `Usage: npm run lab -- [flags]   (as root)
 
 The ghost-connection lab: a client, a node doing kube-proxy's iptables DNAT for a
 Service VIP, three backend pods (UDP DNS-like, TCP HTTP-like). One pod is deleted
-while clients keep sending: first unprotected (exits on SIGTERM), then with the
-preStop sleep and grace the decision core computes for its pod spec.
+while clients keep sending: first unprotected (exits on SIGTERM), then drain-only
+(drains gracefully on SIGTERM, no preStop sleep), then protected (the same
+graceful app with the preStop sleep and grace the decision core computes for its
+pod spec).
 
 Flags:
   --json                  print the figures as JSON
@@ -32,7 +35,11 @@ Flags:
   --kube-proxy-cleanup    model kube-proxy's stale-UDP conntrack cleanup (default: the miss case)
   --pinned-udp N          also N UDP clients that never change socket (beyond any sleep)
   --save DIR              write the conntrack listings and EndpointSlice dumps it measured
-  --check                 exit 1 unless unprotected fails and protected does not
+  --no-drain-only         leave out the drain-only run (a third shorter)
+  --check                 exit 1 unless the unprotected run fails after the pod's
+                          removal from the rules with conntrack entries still
+                          pointing at it, and the protected run has no failure
+                          (the drain-only run is reported, not judged)
   --events                with --json: include every client request (time after t0, kind, outcome, backend)
 `;
 
@@ -46,10 +53,12 @@ const { values } = parseArgs({
     'kube-proxy-cleanup': { type: 'boolean', default: false },
     'pinned-udp': { type: 'string', default: '0' },
     save: { type: 'string' },
+    'drain-only': { type: 'boolean', default: true },
     check: { type: 'boolean', default: false },
     events: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
+  allowNegative: true,
 });
 
 if (values.help) {
@@ -138,14 +147,23 @@ try {
 
   const timelineSleepMs = plan.sleepSeconds * 1000;
   const results: (RunFigures & { events?: unknown })[] = [];
-  for (const mode of ['unprotected', 'protected'] as const) {
-    const term = { mode, sleepSeconds: mode === 'protected' ? plan.sleepSeconds : 0, graceSeconds: mode === 'protected' ? plan.gracePeriodSeconds : plan.originalGracePeriodSeconds };
-    out(`${mode} run${mode === 'protected' ? ` (preStop sleep ${plan.sleepSeconds}s, grace ${plan.gracePeriodSeconds}s)` : ' (exits on SIGTERM at once)'}:\n`);
+  const modes: readonly Mode[] = values['drain-only'] ? MODES : MODES.filter((m) => m !== 'drain-only');
+  for (const mode of modes) {
+    const term: Termination =
+      mode === 'protected'
+        ? { mode, sleepSeconds: plan.sleepSeconds, graceSeconds: plan.gracePeriodSeconds }
+        : { mode, sleepSeconds: 0, graceSeconds: plan.originalGracePeriodSeconds };
+    const how = {
+      unprotected: 'exits on SIGTERM at once',
+      'drain-only': `no preStop sleep, drains gracefully on SIGTERM, grace ${term.graceSeconds}s`,
+      protected: `preStop sleep ${plan.sleepSeconds}s, then drains gracefully on SIGTERM, grace ${term.graceSeconds}s`,
+    }[mode];
+    out(`${mode} run (${how}):\n`);
     const result = await runScenario(config, term, timelineSleepMs, cleanup, log);
     results.push(values.events ? { ...figures(result), events: result.events } : figures(result));
   }
-  const [unprotected, protectedRun] = results as [RunFigures, RunFigures];
-  const v = verdict(unprotected, protectedRun);
+  const byMode = (mode: Mode): RunFigures | undefined => results.find((r) => r.mode === mode);
+  const v = verdict(byMode('unprotected')!, byMode('protected')!, byMode('drain-only'));
 
   if (values.json) {
     process.stdout.write(
@@ -165,7 +183,8 @@ try {
   } else {
     out('\n' + formatTable(results));
     out(
-      '\n  served-by-removed: answers the deleted pod gave after kube-proxy dropped it (stale entries, served)\n' +
+      '\n  after-removal: failures seen after kube-proxy dropped the pod (a timeout counts when it expires; JSON failedSentAfterRemoval: those sent after it)\n' +
+        '  served-by-removed: answers the deleted pod gave after kube-proxy dropped it (stale entries, served)\n' +
         '  ct@removal: conntrack entries DNATed to the deleted pod right after its removal from the rules\n' +
         '  diagnose@removal: what `safe-termination diagnose` calls them then (stale: target not serving; draining: terminating, still serving)\n' +
         '  ct@exit: …when its process exited; ghost-ct: entries that carried traffic to it after it was gone\n' +

@@ -3,15 +3,18 @@
  * replay a scale-down the way Kubernetes does it, measuring as it goes.
  *
  *   t0          the pod is deleted. Kubelet: protected → run the preStop sleep, then
- *               SIGTERM; unprotected → SIGTERM at once. SIGKILL at t0 + grace.
- *               The EndpointSlice marks the endpoint terminating (serving while the
- *               process is up and not yet signalled).
+ *               SIGTERM; unprotected and drain-only → SIGTERM at once. SIGKILL at
+ *               t0 + grace. The EndpointSlice marks the endpoint terminating (serving
+ *               while the process is up and not yet signalled).
+ *               On SIGTERM the unprotected app exits at once; the drain-only and the
+ *               protected app drain gracefully (the same app: the two runs differ only
+ *               in the preStop sleep).
  *   t0 + prop   kube-proxy's sync reaches this node: the endpoint leaves the rules.
  *               With --kube-proxy-cleanup, kube-proxy's stale-UDP cleanup runs too
  *               (entries to the VIP whose target is not a *serving* endpoint), and
  *               again one propagation delay after the pod is gone.
  *   exit        the process is gone; the sandbox's network is torn down (CNI DEL).
- *   end         t0 + the plan's sleep + drain + tail, the same for both runs.
+ *   end         t0 + the plan's sleep + drain + tail, the same for every run.
  * Clients send all along. Conntrack is sampled in the node namespace throughout.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -57,8 +60,17 @@ export interface ScenarioConfig {
   readonly saveDir: string | undefined;
 }
 
+/**
+ * unprotected: exits on SIGTERM at once, no preStop sleep; drain-only: drains
+ * gracefully on SIGTERM, no preStop sleep (a well-written app without this
+ * product); protected: the same graceful app with the plan's preStop sleep.
+ */
+export const MODES = ['unprotected', 'drain-only', 'protected'] as const;
+export type Mode = (typeof MODES)[number];
+
 export interface Termination {
-  readonly mode: 'unprotected' | 'protected';
+  readonly mode: Mode;
+  /** The preStop sleep before SIGTERM (0: SIGTERM at the deletion). */
   readonly sleepSeconds: number;
   readonly graceSeconds: number;
 }
@@ -117,7 +129,7 @@ interface Backend {
   readonly exited: Promise<number>;
 }
 
-function startBackend(pod: Pod, mode: Termination['mode'], drainMs: number): Backend {
+function startBackend(pod: Pod, mode: Mode, drainMs: number): Backend {
   let onReady!: () => void;
   const ready = new Promise<void>((r) => (onReady = r));
   const child = spawnInNs(pod.ns, [process.execPath, BACKEND, '--name', pod.name, '--mode', mode, '--drain-ms', String(drainMs)], (line) => {
@@ -133,7 +145,10 @@ function reap(cleanup: Cleanup, name: string, child: ChildProcess): void {
   const exited = new Promise<void>((resolve) => (running() ? child.once('exit', () => resolve()) : resolve()));
   cleanup.add(`stop ${name}`, async () => {
     if (running()) child.kill('SIGKILL');
-    await Promise.race([exited, sleep(2000)]);
+    // Wait up to 2s for the exit; a pending timer would keep the lab alive that long.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000)))]);
+    clearTimeout(timer);
   });
 }
 
@@ -219,7 +234,7 @@ interface Sample {
 }
 
 export async function runScenario(cfg: ScenarioConfig, term: Termination, timelineSleepMs: number, cleanup: Cleanup, log: (line: string) => void): Promise<RunResult> {
-  const tag = term.mode === 'protected' ? 'p' : 'u';
+  const tag = ({ unprotected: 'u', 'drain-only': 'd', protected: 'p' } as const)[term.mode];
   const world: World = await createWorld(process.pid, tag, 3, cleanup);
   const victim = world.pods[0]!;
   const others = world.pods.slice(1);
@@ -294,13 +309,14 @@ export async function runScenario(cfg: ScenarioConfig, term: Termination, timeli
     log(`${term.mode}: t0 — pod ${victim.name} (${victim.ip}) deleted`);
 
     // Kubelet.
-    let victimState: 'terminating-serving' | 'terminating' | 'gone' = term.mode === 'protected' ? 'terminating-serving' : 'terminating';
+    // Serving until SIGTERM: through the preStop sleep if there is one.
+    let victimState: 'terminating-serving' | 'terminating' | 'gone' = term.sleepSeconds > 0 ? 'terminating-serving' : 'terminating';
     let sigtermAt = 0;
     let exitAt = 0;
     let exitSample: Sample | undefined;
     const cleanups: number[] = [];
     const kubelet = (async () => {
-      if (term.mode === 'protected') await sleep(term.sleepSeconds * 1000);
+      if (term.sleepSeconds > 0) await sleep(term.sleepSeconds * 1000);
       sigtermAt = Date.now();
       victimState = 'terminating';
       victimBackend.child.kill('SIGTERM');
@@ -375,7 +391,7 @@ export async function runScenario(cfg: ScenarioConfig, term: Termination, timeli
     };
     return {
       mode: term.mode,
-      sleepSeconds: term.mode === 'protected' ? term.sleepSeconds : 0,
+      sleepSeconds: term.sleepSeconds,
       graceSeconds: term.graceSeconds,
       removed: { name: victim.name, ip: victim.ip },
       timeline: { removal: removalAt - t0, sigterm: sigtermAt - t0, exit: exitAt - t0, end: finishedAt - t0, cleanups },

@@ -1,7 +1,9 @@
 /**
  * The ghost-connection lab, short mode, for real (root, network namespaces,
  * iptables, conntrack). It proves something only if the unprotected pod's
- * deletion makes clients fail and the protected one's does not.
+ * deletion makes clients fail after its removal from the rules, with conntrack
+ * entries still pointing at it, and the protected one's makes none fail. The
+ * drain-only run (graceful app, no preStop sleep) is reported, not judged.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -10,13 +12,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import type { RunFigures } from '../../lab/report.ts';
+import type { RunFigures, Verdict } from '../../lab/report.ts';
 import { checkPrerequisites } from '../../lab/sys.ts';
 
 interface LabReport {
   readonly plan: { sleepSeconds: number; gracePeriodSeconds: number; conntrack: unknown };
-  readonly runs: [RunFigures, RunFigures];
-  readonly verdict: { ok: boolean };
+  readonly runs: readonly RunFigures[];
+  readonly verdict: Verdict;
 }
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -47,7 +49,7 @@ function alive(pid: number): boolean {
   }
 }
 
-t.test('short lab: the unprotected pod fails clients, the planned preStop sleep prevents every failure', { skip, timeout: 100_000 }, async (t) => {
+t.test('short lab: the unprotected pod fails clients after its removal through stale entries, the planned preStop sleep prevents every failure', { skip, timeout: 100_000 }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'st-lab-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const started = Date.now();
@@ -66,9 +68,11 @@ t.test('short lab: the unprotected pod fails clients, the planned preStop sleep 
   t.match(report.plan, { sleepSeconds: 5, gracePeriodSeconds: 35, originalGracePeriodSeconds: 30, protocols: ['tcp', 'udp'] });
   t.same(report.plan.conntrack, { 'udp-timeout': { value: 3, source: 'local' } }, 'sized from the node namespace sysctls the lab set');
 
-  const [unprotected, protectedRun] = report.runs;
-  t.equal(unprotected.mode, 'unprotected');
-  t.equal(protectedRun.mode, 'protected');
+  t.same(
+    report.runs.map((r) => r.mode),
+    ['unprotected', 'drain-only', 'protected'],
+  );
+  const [unprotected, drainOnly, protectedRun] = report.runs as [RunFigures, RunFigures, RunFigures];
   for (const run of report.runs) {
     for (const [kind, k] of Object.entries(run.kinds)) {
       t.ok(k.sent > 20, `${run.mode} ${kind}: clients kept sending (${k.sent})`);
@@ -76,11 +80,28 @@ t.test('short lab: the unprotected pod fails clients, the planned preStop sleep 
     }
   }
   t.ok(unprotected.failed > 0, `unprotected: ${unprotected.failed} failed requests (must be > 0, or the lab shows nothing)`);
+  t.ok(
+    unprotected.conntrack.udp.atRemoval + unprotected.conntrack.tcp.atRemoval > 0,
+    `unprotected: conntrack entries still to the removed pod after its removal (udp ${unprotected.conntrack.udp.atRemoval}, tcp ${unprotected.conntrack.tcp.atRemoval}; must be > 0)`,
+  );
   t.equal(protectedRun.failed, 0, 'protected: no failed request');
-  t.ok(report.verdict.ok);
+  t.equal(protectedRun.failedAfterRemoval, 0);
+  t.ok(report.verdict.ok, report.verdict.lines.join('\n'));
+  t.same(
+    report.verdict.checks.map((c) => [c.name, c.ok]),
+    [
+      ['unprotected-fails', true],
+      ['unprotected-stale-conntrack', true],
+      ['protected-no-failure', true],
+    ],
+  );
 
   // Timeline as the plan says: SIGTERM after the sleep, exit within grace, kube-proxy before that.
   t.ok(unprotected.timeline.sigterm < 100, 'unprotected: SIGTERM at once');
+  t.equal(drainOnly.sleepSeconds, 0, 'drain-only: no preStop sleep');
+  t.ok(drainOnly.timeline.sigterm < 100, 'drain-only: SIGTERM at once');
+  t.ok(drainOnly.timeline.exit < 30_000, "drain-only: exited within the pod's own grace");
+  t.ok(report.verdict.lines.some((l) => l.startsWith('drain-only:')), 'drain-only: printed in the verdict lines');
   t.ok(protectedRun.timeline.sigterm >= 5000, 'protected: SIGTERM after the 5s preStop sleep');
   t.ok(protectedRun.timeline.exit < 35_000, 'protected: exited within grace');
   t.ok(protectedRun.timeline.removal < protectedRun.timeline.sigterm, 'protected: removed from the rules before SIGTERM');
