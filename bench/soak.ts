@@ -79,6 +79,17 @@ function certAuthority(dir: string): { ca: Buffer; issue(): { cert: Buffer; key:
   };
 }
 
+/** A CA of its own and a serving certificate from it, written as tls.crt/tls.key, for one phase. */
+function servingCerts(phase: string): { ca: ReturnType<typeof certAuthority>; certs: { certFile: string; keyFile: string; ca: Buffer } } {
+  const ca = certAuthority(join(work, `ca-${phase}`));
+  const pair = ca.issue();
+  const dir = join(work, `certs-${phase}`);
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'tls.crt'), pair.cert);
+  writeFileSync(join(dir, 'tls.key'), pair.key);
+  return { ca, certs: { certFile: join(dir, 'tls.crt'), keyFile: join(dir, 'tls.key'), ca: ca.ca } };
+}
+
 /** A Secret volume: tls.crt → ..data/tls.crt, ..data → ..<timestamp>; rotation swaps ..data atomically. */
 function secretVolume(dir: string): { certFile: string; keyFile: string; publish(pair: { cert: Buffer; key: Buffer }): void } {
   mkdirSync(dir, { recursive: true });
@@ -192,13 +203,8 @@ async function sigterm(): Promise<void> {
   const delayS = 2;
   const timeoutS = 10;
   log(`\n[b] SIGTERM under load (shutdown delay ${delayS} s, timeout ${timeoutS} s) (${uptimeLine()})`);
-  const ca = certAuthority(join(work, 'ca-b'));
-  const pair = ca.issue();
-  const dir = join(work, 'certs-b');
-  mkdirSync(dir);
-  writeFileSync(join(dir, 'tls.crt'), pair.cert);
-  writeFileSync(join(dir, 'tls.key'), pair.key);
-  const served = await startWebhookProcess({ certs: { certFile: join(dir, 'tls.crt'), keyFile: join(dir, 'tls.key'), ca: ca.ca }, logFile: join(work, 'b.log'), args: ['--shutdown-delay', String(delayS), '--shutdown-timeout', String(timeoutS)] });
+  const { ca, certs } = servingCerts('b');
+  const served = await startWebhookProcess({ certs, logFile: join(work, 'b.log'), args: ['--shutdown-delay', String(delayS), '--shutdown-timeout', String(timeoutS)] });
   const url = `https://127.0.0.1:${served.port}`;
   const epoch = performance.now();
   const client = new CountingClient({ url, ca: ca.ca, body: oneContainer.body, workers: 8, stopAfterRefusals: 3, epoch });
@@ -285,13 +291,8 @@ async function apiGone(): Promise<void> {
   const annotations = { 'conntrack.safe-termination.io/udp-timeout': '45', 'conntrack.safe-termination.io/udp-timeout-stream': '180', 'conntrack.safe-termination.io/observed-at': '2026-11-26T00:00:00Z' };
   api.setNodes([makeNode('node-a', { annotations }), makeNode('node-b', { annotations, labels: { zone: 'b' } })]);
   const kubeconfig = api.writeKubeconfig();
-  const ca = certAuthority(join(work, 'ca-c'));
-  const pair = ca.issue();
-  const dir = join(work, 'certs-c');
-  mkdirSync(dir);
-  writeFileSync(join(dir, 'tls.crt'), pair.cert);
-  writeFileSync(join(dir, 'tls.key'), pair.key);
-  const served = await startWebhookProcess({ certs: { certFile: join(dir, 'tls.crt'), keyFile: join(dir, 'tls.key'), ca: ca.ca }, logFile: join(work, 'c.log'), args: ['--kubeconfig', kubeconfig, '--shutdown-delay', '0'] });
+  const { ca, certs } = servingCerts('c');
+  const served = await startWebhookProcess({ certs, logFile: join(work, 'c.log'), args: ['--kubeconfig', kubeconfig, '--shutdown-delay', '0'] });
   let apiStopped = false;
   try {
     const url = `https://127.0.0.1:${served.port}`;
@@ -353,13 +354,8 @@ async function memory(): Promise<void> {
   const warmupS = SHORT ? 15 : 20;
   const measureS = SHORT ? 45 : 120;
   log(`\n[d] memory: ${warmupS} s warm-up, then ${measureS} s sampled (${uptimeLine()})`);
-  const ca = certAuthority(join(work, 'ca-d'));
-  const pair = ca.issue();
-  const dir = join(work, 'certs-d');
-  mkdirSync(dir);
-  writeFileSync(join(dir, 'tls.crt'), pair.cert);
-  writeFileSync(join(dir, 'tls.key'), pair.key);
-  const served = await startWebhookProcess({ certs: { certFile: join(dir, 'tls.crt'), keyFile: join(dir, 'tls.key'), ca: ca.ca }, logFile: join(work, 'd.log'), args: ['--shutdown-delay', '0'] });
+  const { ca, certs } = servingCerts('d');
+  const served = await startWebhookProcess({ certs, logFile: join(work, 'd.log'), args: ['--shutdown-delay', '0'] });
   try {
     // A mix: mostly 1-container pods, some 20-container pods, one ~1 MiB pod in twenty.
     const mix = [...Array<Buffer>(10).fill(oneContainer.body), ...Array<Buffer>(9).fill(reviews[1]!.body), reviews[2]!.body];

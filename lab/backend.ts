@@ -18,12 +18,9 @@ import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { parseArgs } from 'node:util';
+import { exitWithParent } from './child.ts';
 
-// If the lab dies without stopping us (SIGKILL), do not outlive it.
-const parent = process.ppid;
-setInterval(() => {
-  if (process.ppid !== parent) process.exit(1);
-}, 500).unref();
+exitWithParent();
 
 const { values } = parseArgs({
   options: {
