@@ -4,7 +4,6 @@ import type { Operation } from '../core/patch.ts';
 import { REVIEW_API_VERSION, REVIEW_KIND } from './review.ts';
 import type { AdmissionResponse, AdmissionReviewResponse } from './review.ts';
 
-export { MAX_WARNING_LENGTH };
 const MAX_WARNINGS = 10;
 
 export function review(response: AdmissionResponse): AdmissionReviewResponse {

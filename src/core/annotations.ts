@@ -155,9 +155,10 @@ export function readSettings(
   return { settings: result, problems, warnings };
 }
 
-function listNames(names: readonly string[]): string {
-  const shown = names.slice(0, 5).join(', ');
-  return names.length > 5 ? `${shown}, …` : shown;
+/** "a, b, c" with at most `max` names, then "…". */
+export function listNames(names: readonly string[], max = 5): string {
+  const shown = names.slice(0, max).join(', ');
+  return names.length > max ? `${shown}, …` : shown;
 }
 
 /**

@@ -2,7 +2,7 @@
  * The decision: pod + defaults + conntrack facts → a plan (spec §4). Pure.
  * The webhook turns the plan into a JSONPatch, the CLI into a manifest.
  */
-import { describeProblem, readSettings } from './annotations.ts';
+import { describeProblem, listNames, readSettings } from './annotations.ts';
 import { isSleepHook, sleepHook } from './hook.ts';
 import type { PrestopHook } from './hook.ts';
 import type { AnnotationProblem, PodSettings, Protocol } from './annotations.ts';
@@ -144,7 +144,7 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
     // Only app containers get the hook; native sidecars are stopped after them anyway.
     const app = new Set(pod.spec.containers.map((c) => c.name));
     const init = s.containers.filter((name) => !app.has(name));
-    if (init.length > 0) warnings.push(`${Annotation.containers}: init container ${listed(init)} not hooked; sidecars stop after the app containers`);
+    if (init.length > 0) warnings.push(`${Annotation.containers}: init container ${listNames(init, 3)} not hooked; sidecars stop after the app containers`);
   }
 
   const previous = decodeRecord(annotations?.[Annotation.injected]);
@@ -285,10 +285,6 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
     record: decisionRecord,
   };
   return { kind: 'inject', plan, warnings };
-}
-
-function listed(names: readonly string[]): string {
-  return names.length > 3 ? `${names.slice(0, 3).join(', ')}, …` : names.join(', ');
 }
 
 function input<T>(annotated: T | undefined, configured: T): Input<T> {
