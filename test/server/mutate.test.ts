@@ -191,8 +191,14 @@ t.test('logs name uid, pod and decision but never the pod spec', async (t) => {
   t.ok(line, 'a log line for the request');
   t.equal(line?.['pod'], 'shop/payments-5f7c-*');
   t.equal(line?.['decision'], 'injected');
-  t.equal(line?.['level'], 'info');
+  t.equal(line?.['level'], 'debug', 'one line per pod only at debug: logging stays off the hot path');
   t.notOk(w.logs.raw.some((l) => l.includes('hunter2-s3cr3t')), 'no secret from the spec in any log line');
+
+  await review(defaultedPod({ annotations: { 'safe-termination.io/prestop-sleep': 'soon' } }), { uid: 'denied-log-uid' });
+  const denial = w.logs.lines.find((l) => l['uid'] === 'denied-log-uid');
+  t.equal(denial?.['decision'], 'denied');
+  t.equal(denial?.['level'], 'info', 'a denial blocks a pod: logged at the default level');
+  t.match(String(denial?.['msg']), /prestop-sleep: invalid value "soon"/);
 });
 
 t.test('a failure inside the decision admits the pod unchanged (never blocks creation)', async (t) => {
