@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: the webhook (production build, TLS, logging at info to a file)
  * against the ceiling (a bare Node HTTPS server, same certificate, JSON.parse and
- * a fixed answer), both separate processes, driven in the same run by autocannon
+ * a fixed answer) and the Fastify floor (Fastify with the webhook's server options,
+ * JSON.parse and the same fixed answer), each a separate process, driven in the same run by autocannon
  * over HTTP/1.1 keep-alive with three realistic reviews at several concurrencies.
  * Prints markdown tables; see bench/RESULTS.md.
  *
@@ -27,7 +28,7 @@ import { measureInProcess } from './inprocess.ts';
 import type { InProcessRow } from './inprocess.ts';
 import { runAutocannon, runPaced } from './load.ts';
 import type { LoadResult, LoadTarget } from './load.ts';
-import { load1, pinSelf, ProcessMeter, startCeilingProcess, startWebhookProcess, uptimeLine } from './proc.ts';
+import { load1, pinSelf, ProcessMeter, startCeilingProcess, startFastifyFloorProcess, startWebhookProcess, uptimeLine } from './proc.ts';
 import type { Served } from './proc.ts';
 import { formatProfile, summarizeProfile } from './profile.ts';
 import { benchReviews } from './reviews.ts';
@@ -70,6 +71,7 @@ interface Row extends LoadResult {
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
 const f1 = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : '–');
 const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '–');
+const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
 
 async function measure(server: Served, review: BenchReview, target: LoadTarget, connections: number, duration: number): Promise<Row> {
   const loadBefore = load1();
@@ -95,8 +97,8 @@ async function measure(server: Served, review: BenchReview, target: LoadTarget, 
   return row;
 }
 
-/** The webhook's answer to each review applies to the pod and yields a valid pod; the ceiling answers 200. */
-async function sanityCheck(webhook: Served, ceiling: Served, reviews: readonly BenchReview[], ca: Buffer): Promise<void> {
+/** The webhook's answer to each review applies to the pod and yields a valid pod; the reference servers answer 200. */
+async function sanityCheck(webhook: Served, references: readonly Served[], reviews: readonly BenchReview[], ca: Buffer): Promise<void> {
   for (const r of reviews) {
     const res = await httpsRequest(`https://127.0.0.1:${webhook.port}/mutate?timeout=10s`, { method: 'POST', ca, headers: { 'content-type': 'application/json' } }, r.body);
     if (res.status !== 200) throw new Error(`${r.id}: webhook answered ${res.status}: ${res.text}`);
@@ -104,22 +106,27 @@ async function sanityCheck(webhook: Served, ceiling: Served, reviews: readonly B
     if (answer.patch === undefined) throw new Error(`${r.id}: expected a patch`);
     const problems = podProblems(applyAnswer(r.pod, answer));
     if (problems.length > 0) throw new Error(`${r.id}: patched pod invalid: ${problems.join('; ')}`);
-    const c = await httpsRequest(`https://127.0.0.1:${ceiling.port}/`, { method: 'POST', ca, headers: { 'content-type': 'application/json' } }, r.body);
-    if (c.status !== 200) throw new Error(`${r.id}: ceiling answered ${c.status}`);
+    for (const s of references) {
+      const c = await httpsRequest(`https://127.0.0.1:${s.port}/mutate?timeout=10s`, { method: 'POST', ca, headers: { 'content-type': 'application/json' } }, r.body);
+      if (c.status !== 200) throw new Error(`${r.id}: ${s.name} answered ${c.status}`);
+    }
   }
 }
 
 function throughputTable(rows: readonly Row[]): string {
   const out = [
-    '| review | conns | server | req/s | p50 ms | p99 ms | p99.9 ms | errors | RSS MiB | server CPU µs/req | server CPU | client CPU | vs ceiling (req/s) | vs ceiling (CPU/req) | load1 |',
-    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| review | conns | server | req/s | p50 ms | p99 ms | p99.9 ms | errors | RSS MiB | server CPU µs/req | server CPU | client CPU | vs ceiling (req/s) | vs ceiling (CPU/req) | vs Fastify floor (req/s) | load1 |',
+    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of rows) {
-    const ceiling = rows.find((c) => c.server === 'ceiling' && c.review === r.review && c.connections === r.connections);
-    const ratio = r.server !== 'ceiling' && ceiling ? `${((r.rps / ceiling.rps) * 100).toFixed(0)}%` : '';
-    const cpuRatio = r.server !== 'ceiling' && ceiling ? `${((ceiling.cpuUsPerReq / r.cpuUsPerReq) * 100).toFixed(0)}%` : '';
+    const same = (server: string): Row | undefined => rows.find((c) => c.server === server && c.review === r.review && c.connections === r.connections);
+    const ceiling = same('ceiling');
+    const floor = same('fastify');
+    const ratio = r.server !== 'ceiling' && ceiling ? pct(r.rps / ceiling.rps) : '';
+    const cpuRatio = r.server !== 'ceiling' && ceiling ? pct(ceiling.cpuUsPerReq / r.cpuUsPerReq) : '';
+    const floorRatio = r.server !== 'ceiling' && r.server !== 'fastify' && floor ? pct(r.rps / floor.rps) : '';
     out.push(
-      `| ${r.review} | ${r.connections} | ${r.server} | ${r.rps.toFixed(0)} | ${f2(r.p50)} | ${f2(r.p99)} | ${f2(r.p999)} | ${r.non2xx + r.socketErrors} | ${r.rssMiB.toFixed(0)} | ${r.cpuUsPerReq.toFixed(0)} | ${(r.cpuShare * 100).toFixed(0)}% | ${(r.clientCpuShare * 100).toFixed(0)}% | ${ratio} | ${cpuRatio} | ${f2(r.load1)} |`,
+      `| ${r.review} | ${r.connections} | ${r.server} | ${r.rps.toFixed(0)} | ${f2(r.p50)} | ${f2(r.p99)} | ${f2(r.p999)} | ${r.non2xx + r.socketErrors} | ${r.rssMiB.toFixed(0)} | ${r.cpuUsPerReq.toFixed(0)} | ${(r.cpuShare * 100).toFixed(0)}% | ${(r.clientCpuShare * 100).toFixed(0)}% | ${ratio} | ${cpuRatio} | ${floorRatio} | ${f2(r.load1)} |`,
     );
   }
   return out.join('\n');
@@ -143,16 +150,17 @@ async function main(): Promise<void> {
   const certs = makeCerts();
   const webhook = await startWebhookProcess({ certs, logFile: join(dir, 'webhook.log'), cpus: SERVER_CPUS });
   const ceiling = await startCeilingProcess(certs, [], SERVER_CPUS);
+  const floor = await startFastifyFloorProcess(certs, [], SERVER_CPUS);
   const baselineDist = flags['baseline-dist'];
   const baseline = baselineDist === undefined ? undefined : await startWebhookProcess({ certs, logFile: join(dir, 'baseline.log'), main: join(baselineDist, 'src/cli/main.js'), name: 'baseline', cpus: SERVER_CPUS });
-  const servers = baseline ? [ceiling, baseline, webhook] : [ceiling, webhook];
+  const servers = baseline ? [ceiling, floor, baseline, webhook] : [ceiling, floor, webhook];
   const cleanup = async (): Promise<void> => {
-    await Promise.all([webhook.stop(), ceiling.stop(), baseline?.stop()]);
+    await Promise.all([webhook.stop(), ceiling.stop(), floor.stop(), baseline?.stop()]);
     certs.remove();
   };
   try {
-    await sanityCheck(webhook, ceiling, reviews, certs.ca);
-    if (baseline) await sanityCheck(baseline, ceiling, reviews, certs.ca);
+    await sanityCheck(webhook, [ceiling, floor], reviews, certs.ca);
+    if (baseline) await sanityCheck(baseline, [], reviews, certs.ca);
     log(`sanity: every review patched by the webhook applies and yields a valid pod (log: ${join(dir, 'webhook.log')})`);
     const targets = new Map<Served, (r: BenchReview) => LoadTarget>(
       servers.map((s) => [s, (r: BenchReview) => ({ url: `https://127.0.0.1:${s.port}`, body: r.body, ca: certs.ca })]),
@@ -206,8 +214,10 @@ async function main(): Promise<void> {
     const one = rows.filter((r) => r.review === '1c');
     if (one.length > 0) {
       const best = (s: string) => Math.max(...one.filter((r) => r.server === s).map((r) => r.rps));
-      const ratio = best('webhook') / best('ceiling');
-      bars.push(`- ≥ 80 % of the ceiling's throughput on the 1-container pod (best over concurrencies): ${(ratio * 100).toFixed(0)}% → ${ratio >= 0.8 ? 'PASS' : 'FAIL'}`);
+      const ofFloor = best('webhook') / best('fastify');
+      const ofCeiling = best('webhook') / best('ceiling');
+      const floorOfCeiling = best('fastify') / best('ceiling');
+      bars.push(`- ≥ 80 % of the ceiling's throughput on the 1-container pod (best over concurrencies): ${pct(ofCeiling)} → ${ofCeiling >= 0.8 ? 'PASS' : 'FAIL'} (for scale: the Fastify floor reaches ${pct(floorOfCeiling)} of the ceiling, the webhook ${pct(ofFloor)} of the floor)`);
       for (const l of latency.filter((x) => x.review === '1c')) {
         bars.push(`- p99 < 5 ms at half the webhook's peak (${l.targetRate} req/s, ${l.method}): p99 ${f2(l.p99)} ms → ${l.p99 < 5 ? 'PASS' : 'FAIL'}`);
       }

@@ -13,6 +13,7 @@ import { httpsRequest } from '../test/support/webhook.ts';
 export const REPO_ROOT = resolve(import.meta.dirname, '..');
 export const DIST_MAIN = join(REPO_ROOT, 'dist/src/cli/main.js');
 const CEILING = join(REPO_ROOT, 'bench/ceiling.ts');
+const FASTIFY_FLOOR = join(REPO_ROOT, 'bench/fastify-floor.ts');
 /** Kernel clock ticks per second (USER_HZ): 100 on every Linux architecture Node supports. */
 const CLOCK_TICKS = 100;
 
@@ -162,17 +163,27 @@ export async function startWebhookProcess(o: WebhookProcessOptions): Promise<Ser
 }
 
 /** The bare Node HTTPS server: same certificate, parses the body, fixed answer. */
-export async function startCeilingProcess(certs: CertFiles, nodeArgs: readonly string[] = [], cpus?: string): Promise<Served> {
+export function startCeilingProcess(certs: CertFiles, nodeArgs: readonly string[] = [], cpus?: string): Promise<Served> {
+  return startReferenceProcess('ceiling', CEILING, certs, nodeArgs, cpus);
+}
+
+/** Fastify with the webhook's server options: parses the body, fixed answer. */
+export function startFastifyFloorProcess(certs: CertFiles, nodeArgs: readonly string[] = [], cpus?: string): Promise<Served> {
+  return startReferenceProcess('fastify', FASTIFY_FLOOR, certs, nodeArgs, cpus);
+}
+
+/** A reference server script that prints {"port":N} on stdout once listening. */
+async function startReferenceProcess(name: string, script: string, certs: CertFiles, nodeArgs: readonly string[], cpus: string | undefined): Promise<Served> {
   const [command, prefix] = pinned(cpus);
-  const child = spawn(command, [...prefix, ...nodeArgs, CEILING, certs.certFile, certs.keyFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(command, [...prefix, ...nodeArgs, script, certs.certFile, certs.keyFile], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = track(child);
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  const port = await waitFor('ceiling', () => {
+  const port = await waitFor(name, () => {
     const m = /"port":(\d+)/.exec(out);
     return m ? Number(m[1]) : undefined;
   }, 30_000, child, () => out);
-  return makeServed('ceiling', child, port, undefined, () => out, exited);
+  return makeServed(name, child, port, undefined, () => out, exited);
 }
 
 /** node, or `taskset -c CPUS node` (taskset execs node: the child's pid is node's). */
