@@ -84,7 +84,7 @@ export function fastifyOptions(o: Pick<AppOptions, 'tls' | 'logger' | 'timeouts'
 
 export function buildApp(o: AppOptions): WebhookApp {
   const app = Fastify(fastifyOptions(o)) as unknown as WebhookApp;
-  app.server.headersTimeout = { ...DEFAULT_TIMEOUTS, ...o.timeouts }.headersMs;
+  app.server.headersTimeout = o.timeouts?.headersMs ?? DEFAULT_TIMEOUTS.headersMs;
   const { metrics, state, handle } = o;
 
   // JSON only (the API server sends application/json), with errors that say what is wrong.
