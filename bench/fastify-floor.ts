@@ -9,7 +9,8 @@
  */
 import Fastify from 'fastify';
 import { readFileSync } from 'node:fs';
-import { fastifyOptions } from '../src/server/app.ts';
+import { acceptJsonOnly, fastifyOptions } from '../src/server/app.ts';
+import type { WebhookApp } from '../src/server/app.ts';
 import { createLogger } from '../src/server/logger.ts';
 
 const [certFile, keyFile] = process.argv.slice(2);
@@ -20,15 +21,8 @@ if (certFile === undefined || keyFile === undefined) {
 
 const ANSWER = JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response: { uid: '705ab4f5-6393-11e8-b7cc-42010a800002', allowed: true } });
 
-const app = Fastify(fastifyOptions({ tls: { cert: readFileSync(certFile), key: readFileSync(keyFile) }, logger: createLogger('info') }));
-app.removeAllContentTypeParsers();
-app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
-  try {
-    done(null, JSON.parse(body as string));
-  } catch (error) {
-    done(Object.assign(new Error((error as Error).message), { statusCode: 400 }), undefined);
-  }
-});
+const app: WebhookApp = Fastify(fastifyOptions({ tls: { cert: readFileSync(certFile), key: readFileSync(keyFile) }, logger: createLogger('info') }));
+acceptJsonOnly(app, (text) => JSON.parse(text));
 app.post('/mutate', async (_request, reply) => reply.type('application/json; charset=utf-8').send(ANSWER));
 app.get('/healthz', async (_request, reply) => reply.send({ status: 'ok' }));
 

@@ -87,15 +87,7 @@ export function buildApp(o: AppOptions): WebhookApp {
   app.server.headersTimeout = o.timeouts?.headersMs ?? DEFAULT_TIMEOUTS.headersMs;
   const { metrics, state, handle } = o;
 
-  // JSON only (the API server sends application/json), with errors that say what is wrong.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
-    try {
-      done(null, parseJsonBody(body as string));
-    } catch (error) {
-      done(Object.assign(new Error((error as Error).message), { statusCode: 400 }), undefined);
-    }
-  });
+  acceptJsonOnly(app);
 
   // No per-request hooks (each costs a promise per request): the handlers below
   // mark shutdown and record latency themselves.
@@ -163,6 +155,21 @@ export function buildApp(o: AppOptions): WebhookApp {
     return finish(reply, request.routeOptions.url === '/mutate' ? 'error' : undefined).code(e.status).send(e.body);
   });
   return app;
+}
+
+/**
+ * JSON only (the API server sends application/json), parsed by `parse`, with a
+ * 400 that says what is wrong. The bench's Fastify floor passes plain JSON.parse.
+ */
+export function acceptJsonOnly(app: FastifyInstance<HttpsServer>, parse: (text: string) => unknown = parseJsonBody): void {
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, parse(body as string));
+    } catch (error) {
+      done(Object.assign(new Error((error as Error).message), { statusCode: 400 }), undefined);
+    }
+  });
 }
 
 /** A `"__proto__"` or `"constructor"` key, or any \u00XX escape that could spell one. */
