@@ -3,21 +3,64 @@
  * the webhook's certificate and TLS settings that reads the body, parses it with
  * JSON.parse and returns a fixed AdmissionReview answer. No framework, no checks.
  *
- * Usage: node bench/ceiling.ts CERT_FILE KEY_FILE   (prints {"port":N} when listening)
+ * With --with-handler it is the "bare handler" instead: the same server running
+ * the webhook's own body parse and review handler and returning its answer. No
+ * Fastify, metrics or logs: what the webhook's work costs without a framework.
+ *
+ * Usage: node bench/ceiling.ts CERT_FILE KEY_FILE [--with-handler]   (prints {"port":N} when listening)
  */
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 
-const [certFile, keyFile] = process.argv.slice(2);
-if (certFile === undefined || keyFile === undefined) {
-  process.stderr.write('usage: node bench/ceiling.ts CERT_FILE KEY_FILE\n');
+const [certFile, keyFile, mode] = process.argv.slice(2);
+if (certFile === undefined || keyFile === undefined || (mode !== undefined && mode !== '--with-handler')) {
+  process.stderr.write('usage: node bench/ceiling.ts CERT_FILE KEY_FILE [--with-handler]\n');
   process.exit(2);
 }
 
-const ANSWER = Buffer.from(
+const FIXED = Buffer.from(
   JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response: { uid: '705ab4f5-6393-11e8-b7cc-42010a800002', allowed: true } }),
 );
 const BAD = Buffer.from('{"code":"INVALID_JSON"}');
+
+/** The answer to a body's text, or undefined for a 400. */
+type Answer = (text: string) => Buffer | undefined;
+
+const fixedAnswer: Answer = (text) => {
+  try {
+    JSON.parse(text);
+    return FIXED;
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * The webhook's defaults and this machine's conntrack values, as `serve` would
+ * read them. Imported here only, so the plain ceiling loads nothing of the webhook.
+ */
+async function handlerAnswer(): Promise<Answer> {
+  const { createReviewHandler } = await import('../src/admission/handler.ts');
+  const { parseServeConfig } = await import('../src/config.ts');
+  const { parseJsonBody } = await import('../src/server/app.ts');
+  const { createLogger } = await import('../src/server/logger.ts');
+  const { localFactsWiring } = await import('../src/server/serve.ts');
+  const config = parseServeConfig(['--tls-cert-file', certFile!, '--tls-private-key-file', keyFile!], {});
+  const wiring = await localFactsWiring(config, createLogger('silent'));
+  const handle = createReviewHandler({ defaults: config.model, facts: wiring.facts });
+  return (text) => {
+    let body: unknown;
+    try {
+      body = parseJsonBody(text);
+    } catch {
+      return undefined;
+    }
+    const result = handle(body);
+    return result.kind === 'handled' ? Buffer.from(JSON.stringify(result.body)) : undefined;
+  };
+}
+
+const answer = mode === '--with-handler' ? await handlerAnswer() : fixedAnswer;
 
 const server = createServer(
   { cert: readFileSync(certFile), key: readFileSync(keyFile), minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'], keepAliveTimeout: 120_000 },
@@ -25,14 +68,9 @@ const server = createServer(
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      let ok = true;
-      try {
-        JSON.parse(Buffer.concat(chunks).toString('utf8'));
-      } catch {
-        ok = false;
-      }
-      res.writeHead(ok ? 200 : 400, { 'content-type': 'application/json; charset=utf-8', 'content-length': ok ? ANSWER.length : BAD.length });
-      res.end(ok ? ANSWER : BAD);
+      const out = answer(Buffer.concat(chunks).toString('utf8')) ?? BAD;
+      res.writeHead(out === BAD ? 400 : 200, { 'content-type': 'application/json; charset=utf-8', 'content-length': out.length });
+      res.end(out);
     });
   },
 );

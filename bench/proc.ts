@@ -1,6 +1,7 @@
 /**
  * Processes under measurement: the real webhook from the production build and
- * the bare HTTPS ceiling, each its own process; CPU and RSS read from /proc.
+ * the reference servers (ceiling, Fastify floor, bare handler), each its own
+ * process; CPU and RSS read from /proc.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -172,10 +173,22 @@ export function startFastifyFloorProcess(certs: CertFiles, nodeArgs: readonly st
   return startReferenceProcess('fastify', FASTIFY_FLOOR, certs, nodeArgs, cpus);
 }
 
+/** The ceiling's bare server running the webhook's body parse and review handler (no Fastify, metrics, logs). */
+export function startBareHandlerProcess(certs: CertFiles, nodeArgs: readonly string[] = [], cpus?: string): Promise<Served> {
+  return startReferenceProcess('bare-handler', CEILING, certs, nodeArgs, cpus, ['--with-handler']);
+}
+
 /** A reference server script that prints {"port":N} on stdout once listening. */
-async function startReferenceProcess(name: string, script: string, certs: CertFiles, nodeArgs: readonly string[], cpus: string | undefined): Promise<Served> {
+async function startReferenceProcess(
+  name: string,
+  script: string,
+  certs: CertFiles,
+  nodeArgs: readonly string[],
+  cpus: string | undefined,
+  args: readonly string[] = [],
+): Promise<Served> {
   const [command, prefix] = pinned(cpus);
-  const child = spawn(command, [...prefix, ...nodeArgs, script, certs.certFile, certs.keyFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(command, [...prefix, ...nodeArgs, script, certs.certFile, certs.keyFile, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = track(child);
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
