@@ -11,6 +11,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
+import { FIXED_ANSWER } from './fixed-answer.ts';
 
 const [certFile, keyFile, mode] = process.argv.slice(2);
 if (certFile === undefined || keyFile === undefined || (mode !== undefined && mode !== '--with-handler')) {
@@ -18,9 +19,7 @@ if (certFile === undefined || keyFile === undefined || (mode !== undefined && mo
   process.exit(2);
 }
 
-const FIXED = Buffer.from(
-  JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response: { uid: '705ab4f5-6393-11e8-b7cc-42010a800002', allowed: true } }),
-);
+const FIXED = Buffer.from(FIXED_ANSWER);
 const BAD = Buffer.from('{"code":"INVALID_JSON"}');
 
 /** The answer to a body's text, or undefined for a 400. */

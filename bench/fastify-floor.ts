@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { acceptJsonOnly, fastifyOptions } from '../src/server/app.ts';
 import type { WebhookApp } from '../src/server/app.ts';
 import { createLogger } from '../src/server/logger.ts';
+import { FIXED_ANSWER } from './fixed-answer.ts';
 
 const [certFile, keyFile] = process.argv.slice(2);
 if (certFile === undefined || keyFile === undefined) {
@@ -19,11 +20,9 @@ if (certFile === undefined || keyFile === undefined) {
   process.exit(2);
 }
 
-const ANSWER = JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response: { uid: '705ab4f5-6393-11e8-b7cc-42010a800002', allowed: true } });
-
 const app: WebhookApp = Fastify(fastifyOptions({ tls: { cert: readFileSync(certFile), key: readFileSync(keyFile) }, logger: createLogger('info') }));
 acceptJsonOnly(app, (text) => JSON.parse(text));
-app.post('/mutate', async (_request, reply) => reply.type('application/json; charset=utf-8').send(ANSWER));
+app.post('/mutate', async (_request, reply) => reply.type('application/json; charset=utf-8').send(FIXED_ANSWER));
 app.get('/healthz', async (_request, reply) => reply.send({ status: 'ok' }));
 
 await app.listen({ port: 0, host: '127.0.0.1' });
