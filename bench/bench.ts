@@ -32,7 +32,7 @@ import type { InProcessRow } from './inprocess.ts';
 import { runAutocannon, runPaced } from './load.ts';
 import type { LoadResult, LoadTarget } from './load.ts';
 import { load1, pinSelf, ProcessMeter, startBareHandlerProcess, startCeilingProcess, startFastifyFloorProcess, startWebhookProcess, uptimeLine } from './proc.ts';
-import type { Served } from './proc.ts';
+import type { Served, ServerName } from './proc.ts';
 import { formatProfile, summarizeProfile } from './profile.ts';
 import { benchReviews } from './reviews.ts';
 import type { BenchReview } from './reviews.ts';
@@ -62,7 +62,7 @@ const SERVER_CPUS = flags.pin ? '0' : undefined;
 if (flags.pin) pinSelf('1');
 
 interface Row extends LoadResult {
-  readonly server: string;
+  readonly server: ServerName;
   readonly review: string;
   readonly connections: number;
   readonly rssMiB: number;
@@ -122,7 +122,7 @@ async function sanityCheck(webhook: Served, references: readonly Served[], revie
   }
 }
 
-const REFERENCE_SERVERS = ['ceiling', 'fastify', 'bare-handler'];
+const REFERENCE_SERVERS: readonly ServerName[] = ['ceiling', 'fastify', 'bare-handler'];
 
 function throughputTable(rows: readonly Row[]): string {
   const out = [
@@ -130,7 +130,7 @@ function throughputTable(rows: readonly Row[]): string {
     '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of rows) {
-    const same = (server: string): Row | undefined => rows.find((c) => c.server === server && c.review === r.review && c.connections === r.connections);
+    const same = (server: ServerName): Row | undefined => rows.find((c) => c.server === server && c.review === r.review && c.connections === r.connections);
     const ceiling = same('ceiling');
     const floor = same('fastify');
     const ratio = r.server !== 'ceiling' && ceiling ? pct(r.rps / ceiling.rps) : '';
@@ -230,7 +230,7 @@ async function main(): Promise<void> {
     const bars: string[] = [];
     const one = rows.filter((r) => r.review === '1c');
     if (one.length > 0) {
-      const best = (s: string) => Math.max(...one.filter((r) => r.server === s).map((r) => r.rps));
+      const best = (s: ServerName) => Math.max(...one.filter((r) => r.server === s).map((r) => r.rps));
       const ofFloor = best('webhook') / best('fastify');
       const ofCeiling = best('webhook') / best('ceiling');
       const floorOfCeiling = best('fastify') / best('ceiling');

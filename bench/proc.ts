@@ -18,8 +18,11 @@ const FASTIFY_FLOOR = join(REPO_ROOT, 'bench/fastify-floor.ts');
 /** Kernel clock ticks per second (USER_HZ): 100 on every Linux architecture Node supports. */
 const CLOCK_TICKS = 100;
 
+/** The servers the bench drives: the build under test, another build, and the three references. */
+export type ServerName = 'webhook' | 'baseline' | 'ceiling' | 'fastify' | 'bare-handler';
+
 export interface Served {
-  readonly name: string;
+  readonly name: ServerName;
   readonly child: ChildProcess;
   readonly pid: number;
   readonly port: number;
@@ -66,7 +69,7 @@ async function waitFor<T>(what: string, read: () => T | undefined, ms: number, c
   throw new Error(`${what}: not up within ${ms} ms:\n${output()}`);
 }
 
-function makeServed(name: string, child: ChildProcess, port: number, metricsPort: number | undefined, log: () => string, exited: Served['exited']): Served {
+function makeServed(name: ServerName, child: ChildProcess, port: number, metricsPort: number | undefined, log: () => string, exited: Served['exited']): Served {
   return {
     name,
     child,
@@ -98,7 +101,7 @@ export interface WebhookProcessOptions {
   /** Another build's main.js (e.g. a copy of dist/ from before a change); default dist/. */
   readonly main?: string;
   /** Name in the tables; default "webhook". */
-  readonly name?: string;
+  readonly name?: 'webhook' | 'baseline';
   /** Run on these CPUs only (taskset -c), e.g. "0". */
   readonly cpus?: string;
 }
@@ -180,7 +183,7 @@ export function startBareHandlerProcess(certs: CertFiles, nodeArgs: readonly str
 
 /** A reference server script that prints {"port":N} on stdout once listening. */
 async function startReferenceProcess(
-  name: string,
+  name: ServerName,
   script: string,
   certs: CertFiles,
   nodeArgs: readonly string[],
