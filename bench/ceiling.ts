@@ -4,8 +4,9 @@
  * JSON.parse and returns a fixed AdmissionReview answer. No framework, no checks.
  *
  * With --with-handler it is the "bare handler" instead: the same server running
- * the webhook's own body parse and review handler and returning its answer. No
- * Fastify, metrics or logs: what the webhook's work costs without a framework.
+ * the webhook's own body parse and review handler, batched per event-loop turn
+ * as the webhook does, and returning its answer. No Fastify, metrics or logs:
+ * what the webhook's work costs without a framework.
  *
  * Usage: node bench/ceiling.ts CERT_FILE KEY_FILE [--with-handler]   (prints {"port":N} when listening)
  */
@@ -23,7 +24,7 @@ const FIXED = Buffer.from(FIXED_ANSWER);
 const BAD = Buffer.from('{"code":"INVALID_JSON"}');
 
 /** The answer to a body's text, or undefined for a 400. */
-type Answer = (text: string) => Buffer | undefined;
+type Answer = (text: string) => Buffer | undefined | Promise<Buffer | undefined>;
 
 const fixedAnswer: Answer = (text) => {
   try {
@@ -41,20 +42,16 @@ const fixedAnswer: Answer = (text) => {
 async function handlerAnswer(): Promise<Answer> {
   const { createReviewHandler } = await import('../src/admission/handler.ts');
   const { parseServeConfig } = await import('../src/config.ts');
-  const { parseJsonBody } = await import('../src/server/app.ts');
   const { createLogger } = await import('../src/server/logger.ts');
+  const { reviewBody } = await import('../src/server/review-body.ts');
   const { localFactsWiring } = await import('../src/server/serve.ts');
+  const { batchPerTurn } = await import('../src/server/turn-batch.ts');
   const config = parseServeConfig(['--tls-cert-file', certFile!, '--tls-private-key-file', keyFile!], {});
   const wiring = await localFactsWiring(config, createLogger('silent'));
   const handle = createReviewHandler({ defaults: config.model, facts: wiring.facts });
-  return (text) => {
-    let body: unknown;
-    try {
-      body = parseJsonBody(text);
-    } catch {
-      return undefined;
-    }
-    const result = handle(body);
+  const review = batchPerTurn((text: string) => reviewBody(handle, text));
+  return async (text) => {
+    const result = await review(text);
     return result.kind === 'handled' ? Buffer.from(JSON.stringify(result.body)) : undefined;
   };
 }
@@ -67,9 +64,13 @@ const server = createServer(
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const out = answer(Buffer.concat(chunks).toString('utf8')) ?? BAD;
-      res.writeHead(out === BAD ? 400 : 200, { 'content-type': 'application/json; charset=utf-8', 'content-length': out.length });
-      res.end(out);
+      const send = (out: Buffer = BAD): void => {
+        res.writeHead(out === BAD ? 400 : 200, { 'content-type': 'application/json; charset=utf-8', 'content-length': out.length });
+        res.end(out);
+      };
+      const out = answer(Buffer.concat(chunks).toString('utf8'));
+      if (out instanceof Promise) void out.then(send);
+      else send(out);
     });
   },
 );

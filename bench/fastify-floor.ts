@@ -21,8 +21,11 @@ if (certFile === undefined || keyFile === undefined) {
 }
 
 const app: WebhookApp = Fastify(fastifyOptions({ tls: { cert: readFileSync(certFile), key: readFileSync(keyFile) }, logger: createLogger('info') }));
-acceptJsonOnly(app, (text) => JSON.parse(text));
-app.post('/mutate', async (_request, reply) => reply.type('application/json; charset=utf-8').send(FIXED_ANSWER));
+acceptJsonOnly(app);
+app.post('/mutate', async (request, reply) => {
+  JSON.parse(request.body as string);
+  return reply.type('application/json; charset=utf-8').send(FIXED_ANSWER);
+});
 app.get('/healthz', async (_request, reply) => reply.send({ status: 'ok' }));
 
 await app.listen({ port: 0, host: '127.0.0.1' });

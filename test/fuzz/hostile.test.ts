@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import fjp from 'fast-json-patch';
 import type { Operation } from 'fast-json-patch';
 import secureJson from 'secure-json-parse';
-import { parseJsonBody } from '../../src/server/app.ts';
+import { parseJsonBody } from '../../src/server/review-body.ts';
 import { podProblems } from '../support/pod-validation.ts';
 import { defaultedPod, reviewOf } from '../support/pods.ts';
 import type { ContainerOptions } from '../support/pods.ts';

@@ -135,6 +135,41 @@ t.test('malformed reviews get 400 with a JSON error saying what is wrong', async
   t.equal(empty.status, 400);
 });
 
+t.test('reviews arriving together each get their own answer', async (t) => {
+  // Sent at once over several connections, they are handled in shared batches.
+  const cases = Array.from({ length: 48 }, (_, i) => {
+    const uid = `together-${i}`;
+    switch (i % 4) {
+      case 0:
+        return { uid, body: reviewOf(defaultedPod({ annotations: { 'safe-termination.io/prestop-sleep': `${i + 1}s` } }), { uid }), expect: `sleep ${i + 1}` };
+      case 1:
+        return { uid, body: reviewOf(defaultedPod({ annotations: { 'safe-termination.io/prestop-sleep': 'soon' } }), { uid }), expect: 'denied' };
+      case 2:
+        return { uid, body: '{"apiVersion": ', expect: 'bad JSON' };
+      default:
+        return { uid, body: reviewOf(defaultedPod(), { uid, operation: 'UPDATE' }), expect: 'untouched' };
+    }
+  });
+  const answers = await Promise.all(cases.map((c) => w.post(c.body)));
+  cases.forEach((c, i) => {
+    const res = answers[i]!;
+    if (c.expect === 'bad JSON') {
+      t.equal(res.status, 400, c.uid);
+      t.match(res.json<{ message: string }>().message, /not valid JSON/, c.uid);
+      return;
+    }
+    t.equal(res.status, 200, c.uid);
+    const r = res.json<ReviewBody>().response;
+    t.equal(r.uid, c.uid);
+    if (c.expect === 'denied') t.equal(r.allowed, false, c.uid);
+    else if (c.expect === 'untouched') t.same(r, { uid: c.uid, allowed: true }, c.uid);
+    else {
+      const ops = decodePatch(r);
+      t.match(JSON.stringify(ops), `"sleep":{"seconds":${c.expect.slice(6)}}`, `${c.uid}: its own sleep`);
+    }
+  });
+});
+
 t.test('transport errors: content type, size, routes', async (t) => {
   const wrongType = await w.post(JSON.stringify(reviewOf(defaultedPod())), '/mutate', { 'content-type': 'text/plain' });
   t.equal(wrongType.status, 415);
