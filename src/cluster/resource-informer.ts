@@ -26,7 +26,8 @@ import type { Logger } from '../server/logger.ts';
 import { backoffDelay, describeApiError, requestOptions, statusOf } from './api.ts';
 
 export interface ListPage {
-  readonly items: readonly unknown[];
+  /** null from a real API server for an empty PartialObjectMetadataList (Go's nil slice). */
+  readonly items: readonly unknown[] | null;
   readonly metadata?: { readonly resourceVersion?: string; readonly _continue?: string } | undefined;
 }
 
@@ -301,7 +302,7 @@ export class ResourceInformer<T extends KubernetesObject> {
         }
         throw error;
       }
-      for (const obj of page.items) {
+      for (const obj of page.items ?? []) {
         const trimmed = this.#o.trim(obj);
         if (trimmed !== undefined) items.push(trimmed);
       }

@@ -84,6 +84,16 @@ t.test('lists, then watches from the list resourceVersion with bookmarks; follow
   t.equal(r.informer.status().nodes, 2);
 });
 
+t.test('a cluster with no Nodes yet (items: null in the metadata-only list, as a real API server sends it): synced, then follows', async (t) => {
+  const r = await rig(t);
+  await r.informer.synced;
+  t.equal(r.index.size, 0);
+  t.notMatch(r.logs.raw.join('\n'), /interrupted/, 'no error on the empty list');
+  r.api.upsertNode(makeNode('late', { annotations: { [UDP]: '21' } }));
+  await waitUntil(() => udpOf(r, 'late') === 21, 'ADDED late');
+  t.equal(r.lists().length, 1, 'one list only');
+});
+
 t.test('keeps only name, labels and our annotations, in metadata-only transfer', async (t) => {
   const big = makeNode('big', { images: 200, labels: { pool: 'dns' }, annotations: { [UDP]: '17', 'other.example.com/blob': 'x'.repeat(10_000) } });
   const r = await rig(t, { setup: (api) => api.setNodes([big]) });

@@ -712,7 +712,8 @@ export async function startFakeApiServer(options: FakeApiServerOptions = {}): Pr
       metadata['remainingItemCount'] = snap.items.length - end;
     }
     if (rep === 'partial') {
-      send(res, 200, { kind: 'PartialObjectMetadataList', apiVersion: META_API_VERSION, metadata, items: items.map(partial) });
+      // A real API server encodes an empty metadata-only list's items as null (Go's nil slice).
+      send(res, 200, { kind: 'PartialObjectMetadataList', apiVersion: META_API_VERSION, metadata, items: items.length === 0 ? null : items.map(partial) });
     } else {
       // Like the API server, list items carry no kind or apiVersion… except that nodes always did here.
       const { kind, apiVersion } = COLLECTIONS[collection];
