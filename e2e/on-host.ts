@@ -189,7 +189,15 @@ export interface HostAgentOptions {
 /** `safe-termination agent` as the chart's agent ServiceAccount, with the chart's flags. */
 export async function startHostAgent(plane: ControlPlane, namespace: string, options: HostAgentOptions): Promise<HostProcess & { metricsPort: number }> {
   const { serviceAccount, args } = await chartWorkload(plane, namespace, 'daemonsets', 'agent');
-  const token = await plane.serviceAccountToken(namespace, serviceAccount);
+  // As the kubelet mounts it: a token bound to an agent pod on the node, so it carries
+  // the node's name (the chart's ValidatingAdmissionPolicy allows only that Node).
+  const pod = await plane.call<{ metadata: { name: string; uid: string } }>('POST', `/api/v1/namespaces/${namespace}/pods`, {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { generateName: `agent-${options.nodeName}-` },
+    spec: { nodeName: options.nodeName, serviceAccountName: serviceAccount, containers: [{ name: 'agent', image: 'safe-termination:e2e' }] },
+  });
+  const token = await plane.serviceAccountToken(namespace, serviceAccount, { boundPod: { name: pod.metadata.name, uid: pod.metadata.uid } });
   const server = options.netns === undefined ? plane.server : `https://127.0.0.1:${options.netns.bridgePort}`;
   const kubeconfig = join(plane.dir, `agent-${options.nodeName}.kubeconfig`);
   writeFileSync(kubeconfig, kubeconfigFor(server, plane.caFile, { token }, 'agent'), { mode: 0o600 });

@@ -15,6 +15,8 @@ import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
 import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
 import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { ValidatingAdmissionPolicy } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy';
+import { ValidatingAdmissionPolicyBinding } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding';
 import type { K8sObject } from './render.ts';
 import { unknownFields } from '../support/pod-validation.ts';
 
@@ -37,6 +39,8 @@ const MODELS: Readonly<Record<string, readonly [ModelClass, string]>> = {
   'rbac.authorization.k8s.io/v1/RoleBinding': [RoleBinding, 'V1RoleBinding'],
   'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': [MutatingWebhookConfiguration, 'V1MutatingWebhookConfiguration'],
   'networking.k8s.io/v1/NetworkPolicy': [NetworkPolicy, 'V1NetworkPolicy'],
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy': [ValidatingAdmissionPolicy, 'V1ValidatingAdmissionPolicy'],
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding': [ValidatingAdmissionPolicyBinding, 'V1ValidatingAdmissionPolicyBinding'],
 };
 
 /** Kinds without a Kubernetes schema here (CRDs): checked field by field in the tests. */
