@@ -199,6 +199,14 @@ t.test('pods the product must leave alone are stored untouched', { skip }, async
   t.equal(jobPod?.metadata.ownerReferences?.[0]?.kind, 'Job', 'the job controller created the pod');
   t.equal(recordOf(jobPod!), undefined, 'a Job pod: no record');
   t.equal(jobPod?.spec.containers[0]?.lifecycle, undefined, 'a Job pod: no hook');
+
+  // The chart's matchConditions: the API server did not even call the webhook for these.
+  await waitFor('the grace-0 decision in the log', 5000, () => webhook.logLines().some((l) => l['pod'] === 'shop/grace-zero'));
+  const called = new Set(webhook.logLines().map((l) => l['pod']));
+  t.ok(called.has('shop/grace-zero'), 'grace 0: the webhook was called (it skips by itself)');
+  t.notOk(called.has('shop/opt-out-annotation'), 'the opt-out annotation: not called (matchConditions)');
+  t.notOk(called.has('shop/opt-out-label'), 'the opt-out label: not called (objectSelector)');
+  t.notOk(called.has('shop/migrate-*'), 'a Job pod: not called (matchConditions)');
 });
 
 t.test('an invalid annotation: the pod is refused and the ReplicaSet\'s events carry the product\'s message', { skip }, async (t) => {

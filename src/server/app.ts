@@ -141,8 +141,9 @@ export function buildApp(o: AppOptions): WebhookApp {
   app.get('/readyz', async (_req, reply) => {
     const reasons = state.notReadyReasons();
     metrics.ready.set(reasons.length === 0 ? 1 : 0);
-    if (reasons.length === 0) return finish(reply, undefined).send({ status: 'ready' });
-    return finish(reply, undefined).code(503).send({ status: 'not ready', reasons });
+    const certificate = state.certificateDetail();
+    if (reasons.length === 0) return finish(reply, undefined).send({ status: 'ready', certificate });
+    return finish(reply, undefined).code(503).send({ status: 'not ready', reasons, certificate });
   });
 
   app.setNotFoundHandler(async (request, reply) => {

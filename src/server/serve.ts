@@ -12,7 +12,7 @@ import type { Logger } from './logger.ts';
 import { createWebhookMetrics, startMetricsServer } from './metrics.ts';
 import type { WebhookMetrics } from './metrics.ts';
 import { ServerState } from './state.ts';
-import { loadCertificate, TLS_OPTIONS, watchCertificate } from './tls.ts';
+import { loadCertificate, TLS_OPTIONS, validityProblem, watchCertificate } from './tls.ts';
 
 export interface RunningWebhook {
   readonly app: WebhookApp;
@@ -55,7 +55,13 @@ export async function startWebhook(
   const metrics = createWebhookMetrics();
   const certificate = await loadCertificate(config.tlsCertFile, config.tlsPrivateKeyFile);
   state.certificateLoaded = true;
+  state.certificate = certificate;
   metrics.certificateExpiry.set(certificate.notAfter);
+  const startProblem = validityProblem(certificate);
+  if (startProblem !== undefined) {
+    // Not ready (so no Service routes here) until a valid pair is mounted and reloaded.
+    log.error({ certFile: config.tlsCertFile, subject: certificate.subject }, `the serving certificate is ${startProblem}: not ready until a valid one replaces it`);
+  }
 
   const wiring = await wireFacts(config, log);
   state.factsReady = false;
@@ -72,6 +78,7 @@ export async function startWebhook(
     current: certificate,
     onChange: (next) => {
       app.server.setSecureContext({ ...TLS_OPTIONS, cert: next.cert, key: next.key });
+      state.certificate = next;
       metrics.certificateExpiry.set(next.notAfter);
       metrics.certificateReloads.inc({ result: 'success' });
       log.info({ subject: next.subject, notAfter: new Date(next.notAfter * 1000).toISOString() }, 'serving certificate reloaded');

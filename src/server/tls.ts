@@ -13,12 +13,38 @@ import type { SecureContextOptions } from 'node:tls';
 export interface ServingCertificate {
   readonly cert: Buffer;
   readonly key: Buffer;
+  /** Start of validity, seconds since the epoch. */
+  readonly notBefore: number;
   /** Expiry, seconds since the epoch. */
   readonly notAfter: number;
   readonly subject: string;
 }
 
-export const TLS_OPTIONS = { minVersion: 'TLSv1.2' } as const satisfies SecureContextOptions;
+/**
+ * TLS 1.2 with forward-secret AEAD suites only (ECDHE with AES-GCM or
+ * ChaCha20-Poly1305; the API server's Go client offers them), and TLS 1.3.
+ */
+export const TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+export const TLS_OPTIONS = { minVersion: 'TLSv1.2', ciphers: TLS_CIPHERS, honorCipherOrder: true } as const satisfies SecureContextOptions;
+
+/** Why the certificate must not be served now (expired, not yet valid), or undefined. */
+export function validityProblem(cert: Pick<ServingCertificate, 'notBefore' | 'notAfter'>, nowMs: number = Date.now()): string | undefined {
+  const now = nowMs / 1000;
+  if (now >= cert.notAfter) return `expired at ${new Date(cert.notAfter * 1000).toISOString()}`;
+  if (now < cert.notBefore) return `not valid before ${new Date(cert.notBefore * 1000).toISOString()}`;
+  return undefined;
+}
 
 /** Read and check a certificate/key pair; throws with a message naming the file. */
 export async function loadCertificate(certFile: string, keyFile: string): Promise<ServingCertificate> {
@@ -43,7 +69,13 @@ export async function loadCertificate(certFile: string, keyFile: string): Promis
     throw new Error(`--tls-private-key-file ${keyFile} is not a PEM private key: ${errorMessage(e)}`, { cause: e });
   }
   if (!x509.checkPrivateKey(privateKey)) throw new Error(`the key in ${keyFile} does not belong to the certificate in ${certFile}`);
-  return { cert, key, notAfter: Math.floor(Date.parse(x509.validTo) / 1000), subject: x509.subject.replaceAll('\n', ', ') };
+  return {
+    cert,
+    key,
+    notBefore: Math.floor(Date.parse(x509.validFrom) / 1000),
+    notAfter: Math.floor(Date.parse(x509.validTo) / 1000),
+    subject: x509.subject.replaceAll('\n', ', '),
+  };
 }
 
 export interface CertificateWatcherOptions {
@@ -74,6 +106,8 @@ export function watchCertificate(o: CertificateWatcherOptions): () => void {
           const next = await loadCertificate(o.certFile, o.keyFile);
           if (stopped) return;
           if (!next.cert.equals(current.cert) || !next.key.equals(current.key)) {
+            const problem = validityProblem(next);
+            if (problem !== undefined) throw new Error(`the certificate in ${o.certFile} is ${problem}`);
             current = next;
             o.onChange(next);
           }

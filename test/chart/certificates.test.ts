@@ -47,7 +47,13 @@ t.test('generate mode: a CA and a serving certificate, and the caBundle is that 
   t.same(sans(cert).sort(), [...SERVICE_DNS].sort(), 'valid for the Service DNS names');
   t.equal(cert.checkHost('safe-termination.safe-termination.svc'), 'safe-termination.safe-termination.svc', 'the name the API server calls');
   const days = (Date.parse(cert.validTo) - Date.now()) / 86_400_000;
-  t.ok(days > 3640 && days <= 3651, `valid for 10 years (${days.toFixed(0)} days)`);
+  t.ok(days > 364 && days <= 366, `valid for a year (${days.toFixed(0)} days)`);
+  for (const [what, c] of [['the CA', ca], ['the serving certificate', cert]] as const) {
+    t.equal(c.publicKey.asymmetricKeyType, 'ec', `${what}: an ECDSA key`);
+    t.equal(c.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1', `${what}: on P-256`);
+  }
+  const notAfter = Date.parse(secret.metadata.annotations?.['safe-termination.io/certificate-not-after'] ?? '');
+  t.ok(Math.abs(notAfter - Date.parse(cert.validTo)) < 120_000, 'the Secret records the expiry, for renewal on upgrade');
   t.equal(podSpecOf(one(objects, 'Deployment')).volumes.find((v: { name: string }) => v.name === 'tls').secret.secretName, secret.metadata.name, 'the webhook mounts it');
   t.notOk(one(objects, 'MutatingWebhookConfiguration').metadata.annotations?.['cert-manager.io/inject-ca-from']);
 
@@ -67,7 +73,11 @@ async function fakeApiServer(objects: Record<string, unknown>): Promise<{ url: s
     'apps/v1': [R('deployments', 'Deployment'), R('daemonsets', 'DaemonSet')],
     'policy/v1': [R('poddisruptionbudgets', 'PodDisruptionBudget')],
     'rbac.authorization.k8s.io/v1': [R('clusterroles', 'ClusterRole', false), R('clusterrolebindings', 'ClusterRoleBinding', false), R('roles', 'Role'), R('rolebindings', 'RoleBinding')],
-    'admissionregistration.k8s.io/v1': [R('mutatingwebhookconfigurations', 'MutatingWebhookConfiguration', false)],
+    'admissionregistration.k8s.io/v1': [
+      R('mutatingwebhookconfigurations', 'MutatingWebhookConfiguration', false),
+      R('validatingadmissionpolicies', 'ValidatingAdmissionPolicy', false),
+      R('validatingadmissionpolicybindings', 'ValidatingAdmissionPolicyBinding', false),
+    ],
   };
   const requests: string[] = [];
   const server = createServer((req, res) => {
@@ -105,7 +115,7 @@ async function fakeApiServer(objects: Record<string, unknown>): Promise<{ url: s
 }
 
 /** `helm template --dry-run=server` against the fake API server holding `objects`. */
-async function renderAgainst(t: Test, objects: Record<string, unknown>): Promise<{ objects: K8sObject[]; requests: string[] }> {
+async function renderAgainst(t: Test, objects: Record<string, unknown>, set: readonly string[] = []): Promise<{ objects: K8sObject[]; requests: string[] }> {
   const api = await fakeApiServer(objects);
   const dir = mkdtempSync(join(tmpdir(), 'st-kubeconfig-'));
   t.teardown(async () => {
@@ -123,12 +133,12 @@ contexts: [{name: fake, context: {cluster: fake, user: test, namespace: ${NAMESP
 current-context: fake
 `,
   );
-  const r = await template({ extraArgs: ['--dry-run=server', '--disable-openapi-validation'], helm: { kubeconfig, timeoutMs: 30_000 } });
+  const r = await template({ extraArgs: ['--dry-run=server', '--disable-openapi-validation', ...set.flatMap((v) => ['--set', v])], helm: { kubeconfig, timeoutMs: 30_000 } });
   if (r.status !== 0) throw new Error(`helm template --dry-run=server failed: ${r.stderr}`);
   return { objects: parseObjects(r.stdout), requests: api.requests };
 }
 
-function previousSecret(data: Record<string, string>): unknown {
+function previousSecret(data: Record<string, string>, annotations: Record<string, string> = {}): unknown {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
@@ -137,7 +147,7 @@ function previousSecret(data: Record<string, string>): unknown {
       name: 'safe-termination-tls',
       namespace: NAMESPACE,
       labels: { 'app.kubernetes.io/managed-by': 'Helm' },
-      annotations: { 'meta.helm.sh/release-name': 'safe-termination', 'meta.helm.sh/release-namespace': NAMESPACE },
+      annotations: { 'meta.helm.sh/release-name': 'safe-termination', 'meta.helm.sh/release-namespace': NAMESPACE, ...annotations },
     },
     data,
   };
@@ -151,6 +161,28 @@ t.test('generate mode keeps the CA and certificate of the previous release (look
   const after = one(objects, 'Secret');
   t.same(after.data, before.data, 'the same CA, certificate and key');
   t.equal(webhookOf(objects).clientConfig.caBundle, before.data['ca.crt'], 'and the caBundle is still that CA');
+});
+
+t.test('helm upgrade renews the pair within renewBeforeDays of its expiry; the caBundle trusts both CAs meanwhile', async (t) => {
+  const before = one(await render(), 'Secret');
+  const secretPath = `/api/v1/namespaces/${NAMESPACE}/secrets/safe-termination-tls`;
+  const inDays = (d: number): string => new Date(Date.now() + d * 86_400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const notAfterKey = 'safe-termination.io/certificate-not-after';
+
+  const near = await renderAgainst(t, { [secretPath]: previousSecret(before.data, { [notAfterKey]: inDays(10) }) });
+  const renewed = one(near.objects, 'Secret');
+  t.not(renewed.data['tls.crt'], before.data['tls.crt'], '10 days left: a new certificate');
+  t.not(renewed.data['ca.crt'], before.data['ca.crt'], 'and a new CA');
+  t.equal(b64(webhookOf(near.objects).clientConfig.caBundle), b64(renewed.data['ca.crt']) + b64(before.data['ca.crt']), 'the caBundle holds the new CA and the old one');
+  const days = (Date.parse(renewed.metadata.annotations[notAfterKey]) - Date.now()) / 86_400_000;
+  t.ok(days > 364, `the new expiry is recorded (${days.toFixed(0)} days)`);
+
+  const far = await renderAgainst(t, { [secretPath]: previousSecret(before.data, { [notAfterKey]: inDays(40) }) });
+  t.same(one(far.objects, 'Secret').data, before.data, '40 days left: kept');
+  t.equal(webhookOf(far.objects).clientConfig.caBundle, before.data['ca.crt'], 'with its CA alone');
+
+  const sooner = await renderAgainst(t, { [secretPath]: previousSecret(before.data, { [notAfterKey]: inDays(40) }) }, ['certificates.generate.renewBeforeDays=60']);
+  t.not(one(sooner.objects, 'Secret').data['tls.crt'], before.data['tls.crt'], 'renewBeforeDays=60: 40 days left is renewed');
 });
 
 t.test('generate mode makes a new CA when the previous Secret is incomplete or absent', async (t) => {

@@ -75,3 +75,13 @@ t.test('failurePolicy, timeoutSeconds and reinvocationPolicy come from values', 
   t.equal(w.timeoutSeconds, 10);
   t.equal(w.reinvocationPolicy, 'Never');
 });
+
+t.test('matchConditions skip what the webhook would not patch: the opt-out annotation, mirror pods and (by default) Job pods', async (t) => {
+  const names = (w: any): string[] => (w.matchConditions ?? []).map((c: { name: string }) => c.name);
+  const byDefault = webhookOf(await render());
+  t.same(names(byDefault), ['not-opted-out', 'not-a-mirror-pod', 'not-owned-by-a-job']);
+  t.match(byDefault.matchConditions[0].expression, /'safe-termination\.io\/inject'\] != 'false'/);
+  t.match(byDefault.matchConditions[1].expression, /kubernetes\.io\/config\.mirror/);
+  t.same(names(webhookOf(await render({ set: ['injectJobPods=true'] }))), ['not-opted-out', 'not-a-mirror-pod'], 'Job pods are called when they are injected');
+  t.same(names(webhookOf(await render({ set: ['webhook.matchConditions=false'] }))), [], 'off: every pod is called');
+});

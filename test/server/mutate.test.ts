@@ -198,7 +198,7 @@ t.test('health and readiness', async (t) => {
   t.equal(h.status, 200);
   const r = await w.get('/readyz');
   t.equal(r.status, 200);
-  t.same(r.json(), { status: 'ready' });
+  t.match(r.json(), { status: 'ready', certificate: { notAfter: String, expiresInSeconds: Number } });
 });
 
 t.test('metrics on the plain-HTTP port', async (t) => {
@@ -259,7 +259,8 @@ t.test('a failure inside the decision admits the pod unchanged (never blocks cre
   t.equal(line?.['level'], 'error');
   const ready = await broken.get('/readyz');
   t.equal(ready.status, 503, 'facts never synced: not ready');
-  t.same(ready.json(), { status: 'not ready', reasons: ['cluster facts not synced yet'] });
+  t.match(ready.json(), { status: 'not ready', reasons: ['cluster facts not synced yet'] });
+  t.same(ready.json<{ reasons: string[] }>().reasons, ['cluster facts not synced yet']);
 });
 
 t.test('a port already in use fails the start cleanly', async (t) => {

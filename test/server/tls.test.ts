@@ -9,10 +9,10 @@ import type { PeerCertificate } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultedPod, reviewOf } from '../support/pods.ts';
-import { httpsRequest, makeCerts, startTestWebhook } from '../support/webhook.ts';
+import { httpsRequest, makeCerts, makeCertsValid, startTestWebhook } from '../support/webhook.ts';
 import type { CertDir } from '../support/webhook.ts';
 
-function handshake(port: number, options: { minVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; maxVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; ca: Buffer; ALPNProtocols?: string[] }): Promise<{ protocol: string | null; alpn: string | false | null; cert: PeerCertificate }> {
+function handshake(port: number, options: { minVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; maxVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; ca: Buffer; ALPNProtocols?: string[]; ciphers?: string }): Promise<{ protocol: string | null; alpn: string | false | null; cert: PeerCertificate }> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', ...options }, () => {
       const result = { protocol: socket.getProtocol(), alpn: socket.alpnProtocol, cert: socket.getPeerCertificate() };
@@ -32,6 +32,60 @@ t.test('TLS 1.2 and 1.3 accepted, older refused, ALPN http/1.1', async (t) => {
   t.equal(v13.protocol, 'TLSv1.3');
   t.equal(v13.alpn, 'http/1.1', 'the API server offers only http/1.1; we never pick h2');
   await t.rejects(handshake(w.webhook.port, { ca: w.ca, minVersion: 'TLSv1', maxVersion: 'TLSv1.1' }));
+});
+
+t.test('TLS 1.2 offers forward-secret AEAD suites only', async (t) => {
+  const w = await startTestWebhook();
+  t.teardown(() => w.close());
+  const with12 = (ciphers: string) => handshake(w.webhook.port, { ca: w.ca, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', ciphers });
+  t.equal((await with12('ECDHE-ECDSA-AES128-GCM-SHA256')).protocol, 'TLSv1.2', 'ECDHE + AES-GCM');
+  t.equal((await with12('ECDHE-ECDSA-CHACHA20-POLY1305')).protocol, 'TLSv1.2', 'ECDHE + ChaCha20-Poly1305');
+  await t.rejects(with12('ECDHE-ECDSA-AES128-SHA'), 'CBC (not AEAD) is refused');
+  await t.rejects(with12('ECDHE-ECDSA-AES256-SHA384'), 'CBC with SHA-384 is refused');
+  await t.rejects(with12('AES128-GCM-SHA256'), 'no forward secrecy (static RSA key exchange) is refused');
+});
+
+t.test('an expired or not-yet-valid certificate: not ready at start, never taken on reload, dates in /readyz', async (t) => {
+  const day = 86_400_000;
+  const expired = makeCertsValid(new Date(Date.now() - 30 * day), new Date(Date.now() - day));
+  const future = makeCertsValid(new Date(Date.now() + day), new Date(Date.now() + 30 * day));
+  t.teardown(() => {
+    expired.remove();
+    future.remove();
+  });
+  for (const [what, certs, reason] of [
+    ['expired', expired, /serving certificate expired at/],
+    ['not yet valid', future, /serving certificate not valid before/],
+  ] as const) {
+    const w = await startTestWebhook({ certs });
+    const ready = await httpsRequest(`${w.url}/readyz`, { method: 'GET', ca: certs.ca, rejectUnauthorized: false });
+    t.equal(ready.status, 503, `${what}: not ready`);
+    const body = JSON.parse(ready.text) as { reasons: string[]; certificate: { notAfter: string } };
+    t.match(body.reasons.join(';'), reason, `${what}: /readyz says why`);
+    t.match(w.logs.raw.join('\n'), /"level":"error".*the serving certificate is (expired|not valid before)/, `${what}: an error line in the log`);
+    await w.close();
+  }
+
+  // A valid pair in service; a rotation to an expired one is refused, the good one stays.
+  const root = mkdtempSync(join(tmpdir(), 'st-expired-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const good = makeCerts();
+  t.teardown(() => good.remove());
+  const volume = secretVolume(root, good);
+  const certs: CertDir = { dir: volume.dir, ca: good.ca, certFile: join(volume.dir, 'tls.crt'), keyFile: join(volume.dir, 'tls.key'), remove: () => {} };
+  const w = await startTestWebhook({ certs, args: ['--tls-reload-interval', '1'] });
+  t.teardown(() => w.close());
+  const ready = await httpsRequest(`${w.url}/readyz`, { method: 'GET', ca: good.ca });
+  t.equal(ready.status, 200);
+  const detail = (JSON.parse(ready.text) as { certificate: { notAfter: string; expiresInSeconds: number } }).certificate;
+  t.equal(detail.notAfter, new X509Certificate(readFileSync(good.certFile)).validToDate.toISOString(), '/readyz shows the expiry');
+  t.ok(detail.expiresInSeconds > 300 * 86_400, `and the seconds left (${detail.expiresInSeconds})`);
+  volume.rotate(expired);
+  const refused = await until(async () => /certificate_reloads_total\{result="error"\} [1-9]/.test(await (await fetch(w.metricsUrl)).text()), 5000);
+  t.ok(refused, 'the expired pair is refused on reload');
+  t.match(w.logs.raw.join('\n'), /is expired at .*keeping the current one/);
+  t.equal((await handshake(w.webhook.port, { ca: good.ca })).cert.fingerprint256, fingerprint(good.certFile), 'still serving the valid pair');
+  t.equal((await httpsRequest(`${w.url}/readyz`, { method: 'GET', ca: good.ca })).status, 200, 'and still ready');
 });
 
 t.test('no plaintext on the admission port', async (t) => {

@@ -1,6 +1,6 @@
 /** A real webhook on a loopback TLS port, and an HTTPS client that trusts its CA. */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request, Agent } from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -36,6 +36,31 @@ export function makeCerts(args: readonly string[] = []): CertDir {
     keyFile: join(dir, 'tls.key'),
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/**
+ * A serving certificate valid only from `notBefore` to `notAfter` (openssl ca, which
+ * takes explicit dates), signed by a fresh CA; for expired and not-yet-valid pairs.
+ */
+export function makeCertsValid(notBefore: Date, notAfter: Date): CertDir {
+  const certs = makeCerts();
+  const dir = certs.dir;
+  const stamp = (d: Date): string => `${d.toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
+  writeFileSync(join(dir, 'index.txt'), '');
+  writeFileSync(join(dir, 'serial'), '1000\n');
+  writeFileSync(
+    join(dir, 'ca.cnf'),
+    ['[ca]', 'default_ca = ca_default', '[ca_default]', `database = ${dir}/index.txt`, `new_certs_dir = ${dir}`, `serial = ${dir}/serial`, 'default_md = sha256', 'policy = any', '[any]', 'commonName = supplied'].join('\n'),
+  );
+  writeFileSync(join(dir, 'ext.cnf'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  const quiet = { stdio: ['ignore', 'ignore', 'pipe'] as ('ignore' | 'pipe')[] };
+  execFileSync('openssl', ['req', '-new', '-nodes', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-keyout', certs.keyFile, '-out', join(dir, 'tls.csr'), '-subj', '/CN=localhost'], quiet);
+  execFileSync(
+    'openssl',
+    ['ca', '-batch', '-notext', '-config', join(dir, 'ca.cnf'), '-cert', join(dir, 'ca.crt'), '-keyfile', join(dir, 'ca.key'), '-in', join(dir, 'tls.csr'), '-out', certs.certFile, '-startdate', stamp(notBefore), '-enddate', stamp(notAfter), '-extfile', join(dir, 'ext.cnf')],
+    quiet,
+  );
+  return certs;
 }
 
 /** Log lines captured from the webhook's logger. */
@@ -125,7 +150,7 @@ export async function startTestWebhook(o: TestWebhookOptions = {}): Promise<Test
 
 export function httpsRequest(
   url: string,
-  options: { method: string; agent?: Agent; ca?: Buffer; headers?: Record<string, string> },
+  options: { method: string; agent?: Agent; ca?: Buffer; headers?: Record<string, string>; rejectUnauthorized?: boolean },
   body?: string | Buffer,
 ): Promise<HttpAnswer> {
   return new Promise((resolvePromise, reject) => {
