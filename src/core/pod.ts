@@ -69,7 +69,8 @@ export const podSchema = z.object({
   spec: z.object({
     containers: z.array(containerSchema),
     initContainers: z.array(initContainerSchema).nullish(),
-    terminationGracePeriodSeconds: z.number().int().nullish(),
+    // An int64: values beyond 2^53 arrive as inexact (still whole) numbers; the plan skips them.
+    terminationGracePeriodSeconds: z.number().refine(Number.isInteger, 'expected an integer').nullish(),
     nodeName: z.string().nullish(),
     nodeSelector: stringMap.nullish(),
     affinity: affinitySchema.nullish(),

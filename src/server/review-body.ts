@@ -38,8 +38,8 @@ export function reviewBody(handle: ReviewHandler, text: string): BodyOutcome {
 const MAYBE_POISONED = /"(?:__proto__|constructor)"|\\u00/;
 
 /**
- * secure-json-parse rejects only bodies with a `"__proto__"` or `"constructor"`
- * key, written literally or with letters as \u00XX escapes; a body with neither
+ * secure-json-parse drops only `"__proto__"` keys and `"constructor"` keys holding a
+ * `prototype`, written literally or with letters as \u00XX escapes; a body with neither
  * spelling (nearly every review) is parsed by JSON.parse alone, sparing its two
  * regular-expression scans of the whole body, with the same result. One pass of
  * MAYBE_POISONED costs half of three substring searches (Node 26).
@@ -47,7 +47,10 @@ const MAYBE_POISONED = /"(?:__proto__|constructor)"|\\u00/;
  */
 export function parseJsonBody(text: string): unknown {
   if (text.charCodeAt(0) !== 0xfeff && !MAYBE_POISONED.test(text)) return JSON.parse(text);
-  return secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
+  // Drop the poisoning keys rather than refuse the review: a valid pod may carry one in a
+  // free-form map (annotations of other objects, csi.volumeAttributes), and the patch
+  // never touches those maps, so the API server keeps them as they are.
+  return secureJson.parse(text, undefined, { protoAction: 'remove', constructorAction: 'remove' });
 }
 
 function uidOf(body: unknown): string | undefined {
