@@ -233,7 +233,7 @@ function run(): void {
     }
   };
 
-  t.test('webhook (defaults): reads Nodes and the kube-proxy ConfigMap, nothing else', async (t) => {
+  t.test('webhook (defaults): reads Nodes, Services and the kube-proxy ConfigMap, nothing else', async (t) => {
     const s = subject('plain', 'webhook');
     const yes = (verb: string, resource: string, namespace?: string, name?: string): Row => ({ subject: s, verb, resource, ...(namespace === undefined ? {} : { namespace }), ...(name === undefined ? {} : { name }), allowed: true });
     const no = (verb: string, resource: string, namespace?: string, name?: string): Row => ({ ...yes(verb, resource, namespace, name), allowed: false });
@@ -246,16 +246,20 @@ function run(): void {
       no('patch', 'nodes', undefined, NODE),
       no('watch', 'configmaps', 'kube-system', 'kube-proxy'),
       no('list', 'configmaps'),
-      no('get', 'services', s.namespace, 'plain-safe-termination'),
-      no('list', 'services'),
-      no('watch', 'services'),
+      // webhook.services.enabled (default true): the Service informer (issue 19), read only.
+      yes('get', 'services', s.namespace, 'plain-safe-termination'),
+      yes('list', 'services'),
+      yes('watch', 'services'),
+      yes('list', 'services', 'default'),
+      no('create', 'services', 'default'),
+      no('patch', 'services', 'default', 'kubernetes'),
       no('list', 'endpointslices.discovery.k8s.io'),
       no('list', 'endpoints'),
       ...refusedToBoth(s, 'plain-safe-termination-tls'),
     ]);
   });
 
-  t.test('agent (defaults): gets and patches Nodes, nothing else', async (t) => {
+  t.test('agent (defaults): gets and patches Nodes, lists and watches EndpointSlices (the churn count), nothing else', async (t) => {
     const s = subject('plain', 'agent');
     const yes = (verb: string, resource: string, namespace?: string, name?: string): Row => ({ subject: s, verb, resource, ...(namespace === undefined ? {} : { namespace }), ...(name === undefined ? {} : { name }), allowed: true });
     const no = (verb: string, resource: string, namespace?: string, name?: string): Row => ({ ...yes(verb, resource, namespace, name), allowed: false });
@@ -270,9 +274,14 @@ function run(): void {
       no('get', 'configmaps', 'kube-system', 'kube-proxy'),
       no('list', 'services'),
       no('watch', 'services'),
-      no('list', 'endpointslices.discovery.k8s.io'),
-      no('watch', 'endpointslices.discovery.k8s.io'),
-      no('list', 'endpointslices.discovery.k8s.io', 'default'),
+      // agent.endpointChanges (default on): ServiceEndpointChurn's count, read only.
+      yes('list', 'endpointslices.discovery.k8s.io'),
+      yes('watch', 'endpointslices.discovery.k8s.io'),
+      yes('list', 'endpointslices.discovery.k8s.io', 'default'),
+      no('get', 'endpointslices.discovery.k8s.io', 'default', 'kubernetes'),
+      no('create', 'endpointslices.discovery.k8s.io', 'default'),
+      no('delete', 'endpointslices.discovery.k8s.io', 'default', 'kubernetes'),
+      no('list', 'endpoints'),
       ...refusedToBoth(s, 'plain-safe-termination-tls'),
     ]);
   });
@@ -308,11 +317,11 @@ function run(): void {
     await check(t, [
       { subject: webhook, verb: 'list', resource: 'nodes', allowed: true },
       { subject: webhook, verb: 'get', resource: 'configmaps', namespace: 'kube-system', name: 'kube-proxy', allowed: true },
-      { subject: webhook, verb: 'list', resource: 'services', allowed: false },
+      { subject: webhook, verb: 'list', resource: 'services', allowed: true },
       { subject: webhook, verb: 'list', resource: 'endpointslices.discovery.k8s.io', allowed: false },
       { subject: webhook, verb: 'patch', resource: 'nodes', name: NODE, allowed: false },
       { subject: agent, verb: 'list', resource: 'services', allowed: false },
-      { subject: agent, verb: 'list', resource: 'endpointslices.discovery.k8s.io', allowed: false },
+      { subject: agent, verb: 'list', resource: 'endpointslices.discovery.k8s.io', allowed: true },
     ]);
   });
 

@@ -248,7 +248,7 @@ export const CLUSTER_FLAGS = {
     'reach the Kubernetes API through this kubeconfig ("default": $KUBECONFIG or ~/.kube/config); unset: the in-cluster service account in a pod, no API elsewhere',
     undefined,
   ),
-  informerSyncTimeout: flag.seconds('report ready after this long even if the node informer has not synced', 10),
+  informerSyncTimeout: flag.seconds('report ready after this long even if the node (and service) informers have not synced', 10),
   kubeProxyConfigmap: {
     description: 'kube-proxy\'s ConfigMap, whose KubeProxyConfiguration conntrack.* values are the second conntrack source ("none": not read)',
     accepted: 'namespace/name, or none',
@@ -256,6 +256,10 @@ export const CLUSTER_FLAGS = {
     parse: (t: string) => (t === 'none' || parseConfigMapRef(t) !== undefined ? t : undefined),
   } satisfies FlagSpec<string>,
   kubeProxyInterval: flag.seconds('how often kube-proxy\'s ConfigMap is read again', 60, 1),
+  servicesInformer: flag.bool(
+    'in a cluster, keep the Services in memory (list and watch, all namespaces) so that the protocols of the Services selecting a pod count, not only its container ports (needs list/watch on services)',
+    true,
+  ),
 } as const;
 
 export interface ConfigMapRef {
@@ -283,6 +287,10 @@ export const AGENT_FLAGS = {
     'how often the whole conntrack table is read to count stale entries per Service (safe_termination_conntrack_stale_entries; needs list/watch of Services and EndpointSlices and read access to /proc/net/nf_conntrack); 0: off. Large tables cost CPU: 60s or more',
     0,
   ),
+  endpointChanges: flag.bool(
+    'count the changes of this node\'s endpoints per Service from a watch of EndpointSlices (safe_termination_endpoint_changes_total, the ServiceEndpointChurn alert; needs list/watch of EndpointSlices)',
+    false,
+  ),
   kubeconfig: CLUSTER_FLAGS.kubeconfig,
   logLevel: SERVER_FLAGS.logLevel,
 } as const;
@@ -297,6 +305,8 @@ export interface AgentConfig {
   readonly procNetDir: string;
   /** 0: the stale-entry count is off. */
   readonly staleConntrackIntervalSeconds: number;
+  /** Count endpoint changes per Service (safe_termination_endpoint_changes_total). */
+  readonly endpointChanges: boolean;
   readonly kubeconfig: string | undefined;
   readonly logLevel: LogLevel;
 }
@@ -321,6 +331,7 @@ export function parseAgentConfig(argv: readonly string[], env: Readonly<Record<s
     conntrackProcDir: v.conntrackProcDir,
     procNetDir: v.procNetDir,
     staleConntrackIntervalSeconds: v.staleConntrackInterval,
+    endpointChanges: v.endpointChanges,
     kubeconfig: v.kubeconfig,
     logLevel: v.logLevel,
   });
@@ -345,6 +356,8 @@ export interface ServeConfig {
   /** undefined: kube-proxy's configuration is not read. */
   readonly kubeProxyConfigMap: ConfigMapRef | undefined;
   readonly kubeProxyIntervalSeconds: number;
+  /** Keep a Service informer (in a cluster): the Services selecting a pod add their protocols. */
+  readonly servicesInformer: boolean;
 }
 
 export function parseServeConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServeConfig {
@@ -376,5 +389,6 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
     informerSyncTimeoutSeconds: v.informerSyncTimeout,
     kubeProxyConfigMap: v.kubeProxyConfigmap === 'none' ? undefined : parseConfigMapRef(v.kubeProxyConfigmap),
     kubeProxyIntervalSeconds: v.kubeProxyInterval,
+    servicesInformer: v.servicesInformer,
   });
 }

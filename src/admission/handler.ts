@@ -7,7 +7,7 @@ import type { FactsSource } from '../core/facts.ts';
 import type { ModelDefaults } from '../core/model.ts';
 import { planPatch } from '../core/patch.ts';
 import { decide } from '../core/plan.ts';
-import type { Decision, SkipReason } from '../core/plan.ts';
+import type { Decision, Plan, SkipReason } from '../core/plan.ts';
 import { placementOf, podDisplayName, podSchema } from '../core/pod.ts';
 import type { ConntrackKey, ConntrackValue } from '../core/conntrack.ts';
 import { admissionReviewSchema } from './review.ts';
@@ -67,10 +67,12 @@ export function createReviewHandler(deps: HandlerDeps): ReviewHandler {
     const pod = podSchema.safeParse(req.object);
     if (!pod.success) return { kind: 'malformed', message: describeZodError('request.object', pod.error) };
     const podName = podDisplayName(pod.data, req.namespace);
+    const namespace = req.namespace ?? pod.data.metadata?.namespace ?? '';
     const decision = decide(pod.data, {
       defaults: deps.defaults,
       facts: deps.facts.conntrackFor(placementOf(pod.data)),
       kubeVersion: deps.facts.kubeVersion(),
+      services: deps.facts.servicesFor?.(namespace, pod.data.metadata?.labels),
     });
     return respond(uid, podName, pod.data, decision);
   };
@@ -94,13 +96,23 @@ function respond(uid: string, pod: string, podData: z.infer<typeof podSchema>, d
     case 'inject': {
       const ops = planPatch(podData, d.plan);
       const p = d.plan;
-      const summary = `sleep ${p.sleepSeconds}s (${p.mode.mode}) in ${p.containers.join(',')}; grace ${p.gracePeriodSeconds}s`;
+      const summary = `sleep ${p.sleepSeconds}s (${p.mode.mode}) in ${p.containers.join(',')}; grace ${p.gracePeriodSeconds}s${servicesText(p)}`;
       if (ops.length === 0) {
         return { ...base, body: allowed(uid, d.warnings), outcome: 'allowed', decision: 'unchanged', reason: undefined, summary, conntrack: p.conntrack };
       }
       return { ...base, body: patched(uid, ops, d.warnings), outcome: 'patched', decision: 'injected', reason: undefined, summary, conntrack: p.conntrack };
     }
   }
+}
+
+/** "; udp from Service ns/dns" for the log line: which Service added a protocol the ports did not have. */
+function servicesText(p: Plan): string {
+  const parts: string[] = [];
+  for (const protocol of p.protocols) {
+    const o = p.protocolOrigins[protocol];
+    if (o !== undefined && !o.ports && o.services.length > 0) parts.push(`${protocol} from Service ${o.services.join(', ')}`);
+  }
+  return parts.length === 0 ? '' : `; ${parts.join('; ')}`;
 }
 
 /** First issue of a zod error as "path: problem", bounded in length. */

@@ -9,6 +9,7 @@
  * loads nf_conntrack), no cluster at all (metrics only).
  */
 import { createServer } from 'node:http';
+import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { AgentConfig } from '../config.ts';
 import { sysctlName } from '../core/conntrack.ts';
@@ -17,7 +18,7 @@ import { ConntrackTable } from '../host/conntrack-table.ts';
 import type { ConntrackTableOptions } from '../host/conntrack-table.ts';
 import { readConntrackSysctls } from '../host/sysctl.ts';
 import type { Logger } from '../server/logger.ts';
-import { writeMetrics } from '../server/metrics.ts';
+import { limitSlowClients, writeMetrics } from '../server/metrics.ts';
 import { NodeAnnotator } from './annotator.ts';
 import type { NodeAnnotatorOptions } from './annotator.ts';
 import { createAgentMetrics } from './metrics.ts';
@@ -25,6 +26,8 @@ import type { AgentMetrics } from './metrics.ts';
 import { ServiceEndpoints } from './service-endpoints.ts';
 import type { ServiceEndpointsOptions } from './service-endpoints.ts';
 import { StaleConntrackMonitor } from './stale-conntrack.ts';
+import { readConntrackStat } from './conntrack-stats.ts';
+import { EndpointChangeCounter } from './endpoint-changes.ts';
 
 export interface AgentTuning {
   readonly annotator?: Pick<NodeAnnotatorOptions, 'backoff' | 'requestTimeoutMs' | 'verifyEveryMs'>;
@@ -70,8 +73,17 @@ export async function startAgent(config: AgentConfig, log: Logger, access: Clust
   }
 
   let availability: Availability = 'unknown';
+  let statReadable: boolean | undefined;
   const tick = async (): Promise<void> => {
     const observedAt = new Date();
+    const readable = (await readConntrackStat(config.procNetDir)) !== undefined;
+    if (readable !== statReadable) {
+      const fields = { file: join(config.procNetDir, 'stat', 'nf_conntrack') };
+      if (!readable) {
+        log.warn(fields, 'conntrack statistics unreadable: the safe_termination_conntrack_stat_*_total counters (insert_failed, drop, …) have no samples and safe_termination_conntrack_stat_available is 0');
+      } else if (statReadable === false) log.info(fields, 'conntrack statistics readable');
+      statReadable = readable;
+    }
     const reading = await readConntrackSysctls(config.conntrackProcDir);
     const got = Object.keys(reading.values).length;
     const now: Availability = got === 0 ? 'absent' : reading.missing.length > 0 ? 'partial' : 'available';
@@ -99,7 +111,7 @@ export async function startAgent(config: AgentConfig, log: Logger, access: Clust
     node: config.nodeName ?? null,
     conntrack: availability,
     publish: annotator?.status(),
-    staleConntrack: stale?.monitor.status(),
+    staleConntrack: stale?.monitor?.status(),
   }));
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error) => {
@@ -147,21 +159,42 @@ export async function startAgent(config: AgentConfig, log: Logger, access: Clust
   };
 }
 
-/** The stale-entry count of --stale-conntrack-interval: its endpoint informers and scan loop, started. */
+/**
+ * The informers of the Services' endpoints, for the stale-entry count of
+ * --stale-conntrack-interval (with its scan loop) and the endpoint-change count of
+ * --endpoint-changes (EndpointSlices only), started.
+ */
 function startStaleCount(
   config: AgentConfig,
   log: Logger,
   access: ClusterAccess,
   metrics: AgentMetrics,
   tuning: AgentTuning,
-): { monitor: StaleConntrackMonitor; stop: () => Promise<void> } | undefined {
+): { monitor: StaleConntrackMonitor | undefined; stop: () => Promise<void> } | undefined {
   const seconds = config.staleConntrackIntervalSeconds;
-  if (seconds === 0 || metrics.stale === undefined) return undefined;
-  if (access.kind === 'none') {
-    log.warn('--stale-conntrack-interval needs the Kubernetes API (Services and EndpointSlices): not counting stale conntrack entries');
+  const counting = seconds > 0 && metrics.stale !== undefined;
+  const sink = metrics.endpointChanges;
+  if (!counting && sink === undefined) return undefined;
+  if (access.kind === 'none' || config.nodeName === undefined) {
+    if (counting) log.warn('--stale-conntrack-interval needs the Kubernetes API (Services and EndpointSlices): not counting stale conntrack entries');
+    if (sink !== undefined) log.warn('--endpoint-changes needs the Kubernetes API (EndpointSlices) and a node name: not counting endpoint changes');
     return undefined;
   }
-  const endpoints = new ServiceEndpoints({ kubeConfig: access.kubeConfig, log, ...tuning.staleConntrack?.endpoints });
+  const changes = sink === undefined ? undefined : new EndpointChangeCounter({ nodeName: config.nodeName, sink });
+  const endpoints = new ServiceEndpoints({
+    kubeConfig: access.kubeConfig,
+    log,
+    services: counting,
+    // The change count alone keeps only this node's endpoints: a small cache on every node of a large cluster.
+    ...(counting ? {} : { onlyNode: config.nodeName }),
+    ...(changes === undefined ? {} : { endpointChanges: changes }),
+    ...tuning.staleConntrack?.endpoints,
+  });
+  if (changes !== undefined) log.info({ node: config.nodeName }, 'counting endpoint changes per Service (watching EndpointSlices)');
+  if (!counting || metrics.stale === undefined) {
+    endpoints.start();
+    return { monitor: undefined, stop: () => endpoints.stop() };
+  }
   const table = new ConntrackTable({ procNetDir: config.procNetDir, ...tuning.staleConntrack?.table });
   const intervalMs = tuning.staleConntrack?.intervalMs ?? seconds * 1000;
   const monitor = new StaleConntrackMonitor({ table, endpoints, metrics: metrics.stale, log, intervalMs });
@@ -199,6 +232,6 @@ function createAgentServer(metrics: AgentMetrics, status: () => unknown): Server
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found: the agent serves GET /healthz and GET /metrics\n');
   });
-  server.keepAliveTimeout = 65_000;
+  limitSlowClients(server);
   return server;
 }

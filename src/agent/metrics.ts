@@ -9,6 +9,7 @@ import type { PartialConntrackValues } from '../core/conntrack.ts';
 import { STALE_ENTRIES_METRIC } from '../diagnose/probe.ts';
 import { CONNTRACK_STATS, readConntrackStat, readConntrackUsage } from './conntrack-stats.ts';
 import type { PublishResult } from './annotator.ts';
+import type { EndpointChangeSink } from './endpoint-changes.ts';
 
 export interface AgentMetrics {
   readonly registry: Registry;
@@ -17,7 +18,11 @@ export interface AgentMetrics {
   publish(result: PublishResult): void;
   /** The stale-entry metrics; registered only when that count is on. */
   readonly stale: StaleMetrics | undefined;
+  /** safe_termination_endpoint_changes_total; registered only when that count is on. */
+  readonly endpointChanges: EndpointChangeSink | undefined;
 }
+
+export const ENDPOINT_CHANGES_METRIC = 'safe_termination_endpoint_changes_total';
 
 /** Why a stale-entry scan gave no count, or `ok`. */
 export type StaleScanResult = 'ok' | 'unreadable' | 'no-endpoints' | 'error';
@@ -38,7 +43,12 @@ export const STAT_HELP: Readonly<Record<(typeof CONNTRACK_STATS)[number], string
   search_restart: 'Table lookups restarted because of a concurrent resize, summed over CPUs.',
 };
 
-export function createAgentMetrics(dirs: { conntrackProcDir: string; procNetDir: string; staleConntrackIntervalSeconds?: number }): AgentMetrics {
+export function createAgentMetrics(dirs: {
+  conntrackProcDir: string;
+  procNetDir: string;
+  staleConntrackIntervalSeconds?: number;
+  endpointChanges?: boolean;
+}): AgentMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'safe_termination_agent_' });
   const registers = [registry];
@@ -79,6 +89,14 @@ export function createAgentMetrics(dirs: { conntrackProcDir: string; procNetDir:
     });
     return statRead;
   };
+  new Gauge({
+    name: 'safe_termination_conntrack_stat_available',
+    help: '1 when /proc/net/stat/nf_conntrack is readable, else 0: then the safe_termination_conntrack_stat_*_total counters have no sample (not 0).',
+    registers,
+    async collect() {
+      this.set((await stat()) === undefined ? 0 : 1);
+    },
+  });
   for (const name of CONNTRACK_STATS) {
     new Counter({
       name: `safe_termination_conntrack_stat_${name}_total`,
@@ -88,7 +106,9 @@ export function createAgentMetrics(dirs: { conntrackProcDir: string; procNetDir:
         const sums = await stat();
         this.reset();
         const v = sums?.[name];
-        if (v !== undefined) this.inc(v);
+        // Unreadable (or a kernel without this column): no sample at all, rather than a 0 that looks like health.
+        if (v === undefined) this.remove();
+        else this.inc(v);
       },
     });
   }
@@ -112,6 +132,7 @@ export function createAgentMetrics(dirs: { conntrackProcDir: string; procNetDir:
   return {
     registry,
     stale: (dirs.staleConntrackIntervalSeconds ?? 0) > 0 ? createStaleMetrics(registry) : undefined,
+    endpointChanges: dirs.endpointChanges === true ? createEndpointChangeMetrics(registry) : undefined,
     setTimeouts(values) {
       for (const key of CONNTRACK_KEYS) {
         const v = values[key];
@@ -122,6 +143,23 @@ export function createAgentMetrics(dirs: { conntrackProcDir: string; procNetDir:
     publish(result) {
       publishes.inc({ result });
       if (result === 'patched') lastPublish.setToCurrentTime();
+    },
+  };
+}
+
+function createEndpointChangeMetrics(registry: Registry): EndpointChangeSink {
+  const changes = new Counter({
+    name: ENDPOINT_CHANGES_METRIC,
+    help: 'Changes of the endpoints on this node in a Service\'s EndpointSlices (an address added or removed, or its ready/serving/terminating conditions changed), by the Service\'s namespace and name; sum over nodes for the Service\'s churn.',
+    labelNames: ['namespace', 'service'],
+    registers: [registry],
+  });
+  return {
+    add(namespace, service, n) {
+      changes.inc({ namespace, service }, n);
+    },
+    forget(namespace, service) {
+      changes.remove({ namespace, service });
     },
   };
 }

@@ -2,7 +2,8 @@
  * The current Services and EndpointSlices of the whole cluster, for the agent's
  * stale-entry count: two informers (list, then watch; see resource-informer.ts)
  * keeping only what classification reads — a Service's IPs, ports and node ports;
- * a slice's Service name, ports and endpoint addresses with their conditions — and
+ * a slice's Service name, ports and endpoint addresses with their conditions and
+ * node (for the per-node endpoint-change count, endpoint-changes.ts) — and
  * the ServiceIndex of diagnose/endpoints.ts built from them when it is asked for
  * after a change.
  *
@@ -18,6 +19,7 @@ import { ResourceInformer } from '../cluster/resource-informer.ts';
 import type { ResourceInformerOptions, ResourceInformerStatus } from '../cluster/resource-informer.ts';
 import { buildServiceIndex, SERVICE_NAME_LABEL } from '../diagnose/endpoints.ts';
 import type { IndexProblem, ServiceIndex } from '../diagnose/endpoints.ts';
+import type { EndpointChangeCounter } from './endpoint-changes.ts';
 
 export const SERVICES_PATH = '/api/v1/services';
 export const ENDPOINTSLICES_PATH = '/apis/discovery.k8s.io/v1/endpointslices';
@@ -49,7 +51,7 @@ export interface TrimmedSlice extends KubernetesObject {
   metadata: TrimmedMeta;
   addressType?: string;
   ports: Array<{ name?: string; protocol?: string; port?: number }>;
-  endpoints: Array<{ addresses: string[]; conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean } }>;
+  endpoints: Array<{ addresses: string[]; conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean }; nodeName?: string }>;
 }
 
 const obj = (v: unknown): Json | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : undefined);
@@ -103,8 +105,12 @@ export function trimService(v: unknown): TrimmedService | undefined {
   return out;
 }
 
-/** An EndpointSlice reduced to what classification reads; FQDN slices and slices of no Service are dropped. */
-export function trimSlice(v: unknown): TrimmedSlice | undefined {
+/**
+ * An EndpointSlice reduced to what classification reads; FQDN slices and slices of
+ * no Service are kept empty. With `onlyNode`, the endpoints of other nodes are
+ * dropped too (the endpoint-change count alone needs no more).
+ */
+export function trimSlice(v: unknown, onlyNode?: string): TrimmedSlice | undefined {
   const metadata = metaOf(v, SERVICE_NAME_LABEL);
   if (metadata === undefined) return undefined;
   const o = obj(v) ?? {};
@@ -126,6 +132,8 @@ export function trimSlice(v: unknown): TrimmedSlice | undefined {
   for (const e of arr(o['endpoints'])) {
     const addresses = strings(obj(e)?.['addresses']);
     if (addresses.length === 0) continue;
+    const nodeName = str(obj(e)?.['nodeName']);
+    if (onlyNode !== undefined && nodeName !== onlyNode) continue;
     const c = obj(obj(e)?.['conditions']);
     const conditions: NonNullable<TrimmedSlice['endpoints'][number]['conditions']> = {};
     const ready = bool(c?.['ready']);
@@ -134,7 +142,7 @@ export function trimSlice(v: unknown): TrimmedSlice | undefined {
     if (ready !== undefined) conditions.ready = ready;
     if (serving !== undefined) conditions.serving = serving;
     if (terminating !== undefined) conditions.terminating = terminating;
-    out.endpoints.push({ addresses, conditions });
+    out.endpoints.push(nodeName === undefined ? { addresses, conditions } : { addresses, conditions, nodeName });
   }
   return out;
 }
@@ -144,6 +152,12 @@ export interface ServiceEndpointsOptions {
   readonly log: Logger;
   /** Past this long failing, the data is no longer current (default 2 minutes). */
   readonly maxFailingMs?: number;
+  /** Watch Services too (the stale count needs them; the endpoint-change count does not). Default true. */
+  readonly services?: boolean;
+  /** Count endpoint changes per Service (endpoint-changes.ts) from the slices as they arrive. */
+  readonly endpointChanges?: EndpointChangeCounter;
+  /** Keep only this node's endpoints (when nothing but the endpoint-change count reads the slices). */
+  readonly onlyNode?: string;
   /** Informer tuning (tests). */
   readonly informer?: Pick<ResourceInformerOptions<KubernetesObject>, 'pageSize' | 'requestTimeoutMs' | 'watchIdleTimeoutMs' | 'watchTimeoutSeconds' | 'backoff'>;
 }
@@ -158,11 +172,14 @@ export interface ServiceEndpointsStatus {
   readonly endpointSlices: ResourceInformerStatus;
 }
 
+/** The status of the Services informer when Services are not watched: never synced, so `current()` stays `syncing`. */
+const NOT_WATCHED: ResourceInformerStatus = { synced: false, objects: 0, failures: 0, lastError: undefined, failingSince: undefined };
+
 export class ServiceEndpoints {
   readonly synced: Promise<void>;
   readonly #log: Logger;
   readonly #maxFailingMs: number;
-  readonly #services: ResourceInformer<TrimmedService>;
+  readonly #services: ResourceInformer<TrimmedService> | undefined;
   readonly #slices: ResourceInformer<TrimmedSlice>;
   #version = 0;
   #built: { version: number; index: ServiceIndex } | undefined;
@@ -172,10 +189,11 @@ export class ServiceEndpoints {
     this.#maxFailingMs = o.maxFailingMs ?? 120_000;
     const core = o.kubeConfig.makeApiClient(CoreV1Api);
     const discovery = o.kubeConfig.makeApiClient(DiscoveryV1Api);
+    const changes = o.endpointChanges;
     const onChange = (): void => {
       this.#version++;
     };
-    this.#services = new ResourceInformer<TrimmedService>({
+    this.#services = o.services === false ? undefined : new ResourceInformer<TrimmedService>({
       ...o.informer,
       kubeConfig: o.kubeConfig,
       log: o.log,
@@ -193,29 +211,36 @@ export class ServiceEndpoints {
       resource: 'endpointslices',
       path: ENDPOINTSLICES_PATH,
       listPage: (params, options) => discovery.listEndpointSliceForAllNamespaces(params, options),
-      trim: trimSlice,
+      trim: (v) => trimSlice(v, o.onlyNode),
       onChange,
+      ...(changes === undefined
+        ? {}
+        : {
+            // The first list is the starting state; after it (watch events, relists) every difference counts.
+            onUpsert: (slice: TrimmedSlice) => changes.upsert(slice, this.#slices.status().synced),
+            onRemove: (slice: TrimmedSlice) => changes.remove(slice, this.#slices.status().synced),
+          }),
       forbiddenHint: FORBIDDEN_HINT,
     });
-    this.synced = Promise.all([this.#services.synced, this.#slices.synced]).then(() => undefined);
+    this.synced = Promise.all([this.#services?.synced, this.#slices.synced]).then(() => undefined);
   }
 
   start(): void {
-    this.#services.start();
+    this.#services?.start();
     this.#slices.start();
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.#services.stop(), this.#slices.stop()]);
+    await Promise.all([this.#services?.stop(), this.#slices.stop()]);
   }
 
   status(): ServiceEndpointsStatus {
-    return { services: this.#services.status(), endpointSlices: this.#slices.status() };
+    return { services: this.#services?.status() ?? NOT_WATCHED, endpointSlices: this.#slices.status() };
   }
 
   /** The index of the current endpoints, or why there is none to trust. */
   current(now = Date.now()): EndpointsState {
-    const s = this.#services.status();
+    const s = this.#services?.status() ?? NOT_WATCHED;
     const e = this.#slices.status();
     if (!s.synced || !e.synced) return { state: 'syncing' };
     const since = Math.min(s.failingSince ?? Infinity, e.failingSince ?? Infinity);
@@ -225,7 +250,7 @@ export class ServiceEndpoints {
     if (this.#built?.version !== this.#version) {
       const version = this.#version;
       const problems: IndexProblem[] = [];
-      const index = buildServiceIndex([...this.#services.list(), ...this.#slices.list()], problems);
+      const index = buildServiceIndex([...(this.#services?.list() ?? []), ...this.#slices.list()], problems);
       for (const p of problems.slice(0, 3)) this.#log.debug({ kind: p.kind, name: p.name, problem: p.problem }, 'object skipped by the endpoint index');
       this.#built = { version, index };
     }

@@ -157,8 +157,24 @@ function protocolsText(t: TargetOutcome, plan: Plan): string {
   const pod = t.pod;
   const serving = servingNames(t, plan);
   const withPorts = pod === undefined ? [] : serving.filter((n) => [...pod.spec.containers, ...(pod.spec.initContainers ?? [])].some((c) => c.name === n && (c.ports?.length ?? 0) > 0));
-  if (withPorts.length === 0) return `${list} (no ports on the serving containers: counts as TCP)`;
-  return `${list} (ports of ${withPorts.join(', ')})`;
+  const byService = plan.protocols.some((p) => (plan.protocolOrigins[p]?.services.length ?? 0) > 0);
+  if (!byService) {
+    if (withPorts.length === 0) return `${list} (no ports on the serving containers: counts as TCP)`;
+    return `${list} (ports of ${withPorts.join(', ')})`;
+  }
+  // Which Service brought each protocol (spec §4: the Services that select the pod count too).
+  const all = pod === undefined ? [] : [...pod.spec.containers, ...(pod.spec.initContainers ?? [])];
+  return plan.protocols
+    .map((p) => {
+      const o = plan.protocolOrigins[p];
+      const containers = withPorts.filter((n) => all.some((c) => c.name === n && (c.ports ?? []).some((port) => (port.protocol ?? 'TCP').toLowerCase() === p)));
+      const from = [
+        ...(o?.ports === true && containers.length > 0 ? [`ports of ${containers.join(', ')}`] : []),
+        ...(o?.services ?? []).map((svc) => `Service ${svc}`),
+      ];
+      return `${p} (${from.join(', ')})`;
+    })
+    .join(', ');
 }
 
 function sleepText(plan: Plan, configOrigin: ConfigOrigin, facts: TargetOutcome['conntrack']): string {

@@ -49,12 +49,20 @@ Conntrack timeouts (per value, the first source that has it wins):
 The preStop action is the native sleep unless --kube-version is below 1.30
 (or --prestop-mode exec); an unknown version counts as a current cluster.
 
+Protocols come from the serving containers' ports and from the Services that
+select the pod: every Service in the manifests (and in --services FILE, a
+\`kubectl get services -A -o yaml\` dump) whose selector matches a template's
+labels, in the workload's namespace (objects without a namespace count as
+"default"), adds the protocols of its ports. Headless Services (clusterIP: None)
+and Services without a selector do not count.
+
 Examples:
   safe-termination inject -f deploy.yaml > deploy.injected.yaml
   kustomize build overlays/prod | safe-termination inject -f - | kubectl apply -f -
   safe-termination inject -f k8s/ -R --in-place && git diff
   safe-termination inject -f coredns.yaml --from-node-annotations nodes.yaml --kube-version 1.29
   safe-termination inject -f app.json --conntrack udp-timeout=60 -o app.injected.json
+  safe-termination inject -f dns.yaml --services <(kubectl get services -A -o yaml)
 
 Exit status: 0 done; 1 an input is unreadable or invalid (nothing is written);
 2 wrong usage.

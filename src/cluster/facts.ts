@@ -6,7 +6,7 @@
  * delays an admission, it only leaves the last known (or fallback) facts in place.
  */
 import type { ServeConfig } from '../config.ts';
-import { layerFacts, staticFacts } from '../core/conntrack.ts';
+import { layerFacts, staticFacts, withIpvsUdpTimeout } from '../core/conntrack.ts';
 import type { ConntrackFacts, PartialConntrackValues } from '../core/conntrack.ts';
 import type { FactsSource } from '../core/facts.ts';
 import type { Logger } from '../server/logger.ts';
@@ -19,6 +19,8 @@ import { KubeProxySource } from './kube-proxy-source.ts';
 import { NodeInformer } from './node-informer.ts';
 import type { NodeInformerOptions } from './node-informer.ts';
 import { ServerVersion } from './server-version.ts';
+import { ServiceIndex } from '../core/services.ts';
+import { ServiceInformer } from './service-informer.ts';
 import type { ServerVersionOptions } from './server-version.ts';
 
 /** kube-proxy's values over the static ones: what a node without annotations has. */
@@ -37,11 +39,16 @@ export interface ClusterFactsTuning {
 export type ClusterFactsConfig = Pick<
   ServeConfig,
   'staticConntrack' | 'kubernetesVersion' | 'kubeProxyConfigMap' | 'kubeProxyIntervalSeconds' | 'informerSyncTimeoutSeconds'
->;
+> &
+  Partial<Pick<ServeConfig, 'servicesInformer'>>;
 
 export interface ClusterFactsWiring extends FactsWiring {
   readonly index: CandidateIndex;
   readonly informer: NodeInformer;
+  /** Present when `servicesInformer` is on. */
+  readonly services: { readonly index: ServiceIndex; readonly informer: ServiceInformer } | undefined;
+  /** kube-proxy in IPVS mode: its UDP timeout, as last read (undefined in other modes, or not read). */
+  ipvsUdpTimeout(): number | undefined;
 }
 
 export async function clusterFactsWiring(
@@ -70,11 +77,21 @@ export async function clusterFactsWiring(
           onChange: (values) => index.setFallback(fallbackFacts(values, staticValues)),
         });
   const version = config.kubernetesVersion === undefined ? new ServerVersion({ kubeConfig, log, ...tuning.version }) : undefined;
+  const services =
+    config.servicesInformer === true
+      ? (() => {
+          const serviceIndex = new ServiceIndex();
+          return { index: serviceIndex, informer: new ServiceInformer({ kubeConfig, log, index: serviceIndex, ...tuning.informer }) };
+        })()
+      : undefined;
   informer.start();
+  services?.informer.start();
 
   const facts: FactsSource = {
-    conntrackFor: (placement) => index.conntrackFor(placement),
+    // kube-proxy in IPVS mode raises the UDP wait on every node (spec §5).
+    conntrackFor: (placement) => withIpvsUdpTimeout(index.conntrackFor(placement), kubeProxy?.ipvsUdpTimeout),
     kubeVersion: () => config.kubernetesVersion ?? version?.version,
+    ...(services === undefined ? {} : { servicesFor: (namespace: string, labels: Readonly<Record<string, string>> | null | undefined) => services.index.match(namespace, labels) }),
   };
 
   // Ready at the first sync of everything, or at the sync timeout: never later.
@@ -83,13 +100,19 @@ export async function clusterFactsWiring(
   const timedOut = new Promise<'timeout'>((resolve) => {
     timer = setTimeout(() => resolve('timeout'), timeoutMs);
   });
-  const synced = Promise.all([informer.synced, kubeProxy?.firstRead, version?.firstRead]).then(() => 'synced' as const);
+  const synced = Promise.all([informer.synced, kubeProxy?.firstRead, version?.firstRead, services?.informer.synced]).then(() => 'synced' as const);
   const ready = Promise.race([synced, timedOut]).then((how) => {
     clearTimeout(timer);
     if (how === 'timeout') {
       const s = informer.status();
+      const svc = services?.informer.status();
       log.warn(
-        { timeoutSeconds: config.informerSyncTimeoutSeconds, nodesSynced: s.synced, problem: s.lastError },
+        {
+          timeoutSeconds: config.informerSyncTimeoutSeconds,
+          nodesSynced: s.synced,
+          problem: s.lastError,
+          ...(svc === undefined ? {} : { servicesSynced: svc.synced, servicesProblem: svc.lastError }),
+        },
         'cluster facts not synced in time; ready anyway, sizing with what is known (kube-proxy or static values for unknown nodes)',
       );
     }
@@ -100,11 +123,13 @@ export async function clusterFactsWiring(
     ready,
     index,
     informer,
+    services,
+    ipvsUdpTimeout: () => kubeProxy?.ipvsUdpTimeout,
     stop: async () => {
       clearTimeout(timer);
       kubeProxy?.stop();
       version?.stop();
-      await informer.stop();
+      await Promise.all([informer.stop(), services?.informer.stop()]);
     },
   };
 }

@@ -7,6 +7,7 @@
  * default to 24h (established) and 1h (close-wait) when absent or null.
  */
 import { parse as parseYaml } from 'yaml';
+import { IPVS_KERNEL_UDP_TIMEOUT } from '../core/conntrack.ts';
 import type { ConntrackKey, PartialConntrackValues } from '../core/conntrack.ts';
 
 /** KubeProxyConfiguration conntrack field → our key. kube-proxy has no time-wait field. */
@@ -65,7 +66,12 @@ export function parseGoDuration(text: string): number | undefined {
 }
 
 export type KubeProxyReading =
-  | { readonly ok: true; readonly values: PartialConntrackValues }
+  | {
+      readonly ok: true;
+      readonly values: PartialConntrackValues;
+      /** `mode: ipvs` only: how long IPVS keeps a UDP flow after its last packet (`ipvs.udpTimeout`; 0 or unset: the kernel's 300 s). */
+      readonly ipvsUdpTimeout?: number;
+    }
   | { readonly ok: false; readonly problem: string };
 
 /** A duration field as kube-proxy uses it: whole seconds > 0, or undefined (left alone). */
@@ -102,7 +108,13 @@ export function parseKubeProxyConfig(text: string): KubeProxyReading {
     if (typeof v === 'object') return { ok: false, problem: v.problem };
     if (v !== undefined) values[key] = v;
   }
-  return { ok: true, values };
+  if (typeof cfg['mode'] !== 'string' || cfg['mode'].trim().toLowerCase() !== 'ipvs') return { ok: true, values };
+  // kube-proxy sets IPVS's timeouts only when one of the three is > 0, and then 0 keeps the kernel's value.
+  const ipvs = cfg['ipvs'];
+  const raw = typeof ipvs === 'object' && ipvs !== null ? (ipvs as Record<string, unknown>)['udpTimeout'] : undefined;
+  const udp = fieldSeconds(raw, 'udpTimeout');
+  if (typeof udp === 'object') return { ok: false, problem: udp.problem.replace('conntrack.', 'ipvs.') };
+  return { ok: true, values, ipvsUdpTimeout: udp ?? IPVS_KERNEL_UDP_TIMEOUT };
 }
 
 /** The configuration text of a kube-proxy ConfigMap's data: `config.conf`, else any KubeProxyConfiguration. */

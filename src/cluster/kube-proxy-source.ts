@@ -28,6 +28,7 @@ export class KubeProxySource {
   readonly #abort = new AbortController();
   #timer: NodeJS.Timeout | undefined;
   #values: PartialConntrackValues = {};
+  #ipvsUdpTimeout: number | undefined;
   #lastOutcome = '';
   #stopped = false;
 
@@ -41,6 +42,11 @@ export class KubeProxySource {
     return this.#values;
   }
 
+  /** With kube-proxy in IPVS mode: its UDP timeout (spec §5); undefined in other modes or when not read. */
+  get ipvsUdpTimeout(): number | undefined {
+    return this.#ipvsUdpTimeout;
+  }
+
   stop(): void {
     this.#stopped = true;
     this.#abort.abort();
@@ -51,6 +57,7 @@ export class KubeProxySource {
     const { ref, log } = this.#o;
     const where = `${ref.namespace}/${ref.name}`;
     let next: PartialConntrackValues | undefined;
+    let ipvs: number | undefined;
     let outcome: string;
     try {
       const cm = await this.#core.readNamespacedConfigMap(
@@ -64,7 +71,9 @@ export class KubeProxySource {
       } else {
         const parsed = parseKubeProxyConfig(text);
         next = parsed.ok ? parsed.values : {};
-        outcome = parsed.ok ? `ok ${JSON.stringify(parsed.values)}` : `unreadable: ${parsed.problem}`;
+        ipvs = parsed.ok ? parsed.ipvsUdpTimeout : undefined;
+        const mode = ipvs === undefined ? '' : ` mode ipvs, udpTimeout ${ipvs}s`;
+        outcome = parsed.ok ? `ok ${JSON.stringify(parsed.values)}${mode}` : `unreadable: ${parsed.problem}`;
       }
     } catch (error) {
       if (this.#stopped) return;
@@ -80,9 +89,11 @@ export class KubeProxySource {
     if (this.#stopped) return;
     if (outcome !== this.#lastOutcome) {
       this.#lastOutcome = outcome;
-      if (outcome.startsWith('ok ')) log.info({ configMap: where, values: next }, 'kube-proxy conntrack settings read');
+      if (outcome.startsWith('ok ')) log.info({ configMap: where, values: next, ...(ipvs === undefined ? {} : { ipvsUdpTimeout: ipvs }) }, 'kube-proxy conntrack settings read');
       else log.info({ configMap: where, outcome }, 'kube-proxy configuration not used as a conntrack source');
     }
+    // An API server away (next undefined) keeps the last IPVS reading too.
+    if (next !== undefined) this.#ipvsUdpTimeout = ipvs;
     if (next !== undefined && JSON.stringify(next) !== JSON.stringify(this.#values)) {
       this.#values = Object.freeze(next);
       this.#o.onChange(this.#values);

@@ -63,3 +63,21 @@ export function layerFacts(
   }
   return Object.freeze(out);
 }
+
+/** The kernel's IPVS UDP timeout when kube-proxy's `ipvs.udpTimeout` is 0 or unset (`ipvsadm --set`'s third value). */
+export const IPVS_KERNEL_UDP_TIMEOUT = 300;
+
+/**
+ * kube-proxy in IPVS mode (spec §5): UDP flows live on in IPVS's own connection
+ * table for `ipvsUdpTimeout` after their last packet, besides conntrack, so the
+ * UDP wait (udp-timeout, and udp-timeout-stream for streams) is the larger of the
+ * two; where IPVS's is larger, the source is `kube-proxy`.
+ */
+export function withIpvsUdpTimeout(facts: ConntrackFacts, ipvsUdpTimeout: number | undefined): ConntrackFacts {
+  if (ipvsUdpTimeout === undefined) return facts;
+  const out: Record<ConntrackKey, ConntrackValue> = { ...facts };
+  for (const key of ['udp-timeout', 'udp-timeout-stream'] as const) {
+    if (ipvsUdpTimeout > facts[key].value) out[key] = { value: ipvsUdpTimeout, source: 'kube-proxy' };
+  }
+  return Object.freeze(out);
+}

@@ -2,12 +2,15 @@
 import type { ConntrackFacts } from './conntrack.ts';
 import type { KubeVersion } from './model.ts';
 import type { PodPlacement } from './pod.ts';
+import type { SelectingService } from './services.ts';
 
 export interface FactsSource {
   /** Conntrack values for a pod that may land on the nodes its placement allows. */
   conntrackFor(placement: PodPlacement): ConntrackFacts;
   /** The cluster's version; undefined when unknown. */
   kubeVersion(): KubeVersion | undefined;
+  /** The Services of `namespace` that select a pod with `labels` (spec §4); absent: Services are not known. */
+  servicesFor?(namespace: string, labels: Readonly<Record<string, string>> | null | undefined): readonly SelectingService[];
 }
 
 /** Facts that do not depend on placement: local /proc/sys or static values. */

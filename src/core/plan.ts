@@ -14,6 +14,7 @@ import { isNativeSidecar } from './pod.ts';
 import type { Container, Pod } from './pod.ts';
 import { decodeRecord, RECORD_VERSION } from './record.ts';
 import type { DecisionRecord } from './record.ts';
+import type { SelectingService } from './services.ts';
 import { MAX_DURATION_SECONDS } from './duration.ts';
 import { RECORD_AUTHOR } from '../version.ts';
 
@@ -22,6 +23,16 @@ export interface DecisionContext {
   readonly facts: ConntrackFacts;
   /** Undefined when unknown (no cluster, API unreachable): counts as current. */
   readonly kubeVersion: KubeVersion | undefined;
+  /** The Services that select the pod (services.ts); their ports' protocols count. Absent: none known. */
+  readonly services?: readonly SelectingService[] | undefined;
+}
+
+/** Where a protocol of the plan came from (with detection; empty with the protocols annotation). */
+export interface ProtocolOrigin {
+  /** A port of a serving container has it (or, with no ports and no Service, the TCP default). */
+  readonly ports: boolean;
+  /** "namespace/name" of every selecting Service with a port of it. */
+  readonly services: readonly string[];
 }
 
 /** Why a pod gets no patch at all. Stable: these are metric label values. */
@@ -89,6 +100,8 @@ export interface Plan {
   readonly skipped: Readonly<Record<string, string>>;
   readonly protocols: readonly Protocol[];
   readonly protocolsFrom: 'annotation' | 'ports';
+  /** Per protocol, the ports and Services that brought it; empty when from the annotation. */
+  readonly protocolOrigins: Readonly<Partial<Record<Protocol, ProtocolOrigin>>>;
   readonly udpStreams: Input<boolean>;
   readonly conntrack: Readonly<Partial<Record<ConntrackKey, ConntrackValue>>>;
   readonly sleep: SleepSizing;
@@ -211,7 +224,8 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
   }
 
   const sidecarPorts = (pod.spec.initContainers ?? []).filter(isNativeSidecar).flatMap((c) => c.ports ?? []);
-  const protocols = s.protocols !== undefined ? sortProtocols(s.protocols) : detectProtocols([...serving.flatMap((c) => c.ports ?? []), ...sidecarPorts]);
+  const detected = s.protocols !== undefined ? undefined : detectProtocols([...serving.flatMap((c) => c.ports ?? []), ...sidecarPorts], ctx.services ?? []);
+  const protocols = detected === undefined ? sortProtocols(s.protocols ?? []) : detected.protocols;
   const udpStreams = input(s.udpStreams, defaults.udpStreams);
 
   const used: Partial<Record<ConntrackKey, ConntrackValue>> = {};
@@ -278,6 +292,7 @@ export function decide(pod: Pod, ctx: DecisionContext): Decision {
     skipped,
     protocols,
     protocolsFrom: s.protocols !== undefined ? 'annotation' : 'ports',
+    protocolOrigins: detected?.origins ?? {},
     udpStreams,
     conntrack: used,
     sleep,
@@ -308,12 +323,27 @@ function sortProtocols(ps: Iterable<Protocol>): Protocol[] {
   return PROTOCOL_ORDER.filter((p) => set.has(p));
 }
 
-function detectProtocols(ports: ReadonlyArray<{ protocol?: string | null | undefined }>): Protocol[] {
-  if (ports.length === 0) return ['tcp'];
-  const found = new Set<Protocol>();
+/** The serving containers' ports and the selecting Services' ports; neither: TCP. */
+function detectProtocols(
+  ports: ReadonlyArray<{ protocol?: string | null | undefined }>,
+  services: readonly SelectingService[],
+): { protocols: Protocol[]; origins: Partial<Record<Protocol, ProtocolOrigin>> } {
+  const fromPorts = new Set<Protocol>();
   for (const port of ports) {
     const p = (port.protocol ?? 'TCP').toLowerCase();
-    found.add(p === 'udp' ? 'udp' : p === 'sctp' ? 'sctp' : 'tcp');
+    fromPorts.add(p === 'udp' ? 'udp' : p === 'sctp' ? 'sctp' : 'tcp');
   }
-  return sortProtocols(found);
+  const fromServices = new Map<Protocol, string[]>();
+  for (const svc of services) {
+    for (const p of svc.protocols) {
+      const list = fromServices.get(p);
+      if (list === undefined) fromServices.set(p, [svc.service]);
+      else list.push(svc.service);
+    }
+  }
+  if (fromPorts.size === 0 && fromServices.size === 0) fromPorts.add('tcp');
+  const protocols = sortProtocols([...fromPorts, ...fromServices.keys()]);
+  const origins: Partial<Record<Protocol, ProtocolOrigin>> = {};
+  for (const p of protocols) origins[p] = { ports: fromPorts.has(p), services: fromServices.get(p) ?? [] };
+  return { protocols, origins };
 }

@@ -16,7 +16,7 @@ import { CandidateIndex, candidateNodes, isUnconstrained } from '../cluster/cand
 import type { ClusterAccess } from '../cluster/kubeconfig.ts';
 import type { ConfigMapRef } from '../config.ts';
 import type { ClusterFactsConfig } from '../cluster/facts.ts';
-import { CONNTRACK_KEYS, layerFacts, staticFacts, sysctlName } from '../core/conntrack.ts';
+import { CONNTRACK_KEYS, layerFacts, staticFacts, sysctlName, withIpvsUdpTimeout } from '../core/conntrack.ts';
 import type { ConntrackFacts, ConntrackKey, ConntrackSource, ConntrackValues, PartialConntrackValues } from '../core/conntrack.ts';
 import type { KubeVersion, ModelDefaults } from '../core/model.ts';
 import type { PodPlacement } from '../core/pod.ts';
@@ -114,6 +114,7 @@ export async function resolveFacts(o: FactsOptions): Promise<ManifestFacts> {
   let index: CandidateIndex;
   let where: string;
   let kubeProxy = '';
+  let ipvsUdpTimeout: number | undefined;
   let clusterVersion: KubeVersion | undefined;
   if (cluster.kind === 'dump') {
     index = new CandidateIndex(statics);
@@ -124,9 +125,13 @@ export async function resolveFacts(o: FactsOptions): Promise<ManifestFacts> {
     const read = await readCluster(o, cluster);
     index = read.index;
     clusterVersion = read.version;
+    ipvsUdpTimeout = read.ipvsUdpTimeout;
     where = cluster.access.kind === 'kubeconfig' ? `the cluster of ${cluster.access.path}` : 'the cluster';
     kubeProxy = cluster.kubeProxyConfigMap === undefined ? '' : `${cluster.kubeProxyConfigMap.namespace}/${cluster.kubeProxyConfigMap.name}`;
     notes.push(`read ${index.size} node${index.size === 1 ? '' : 's'} from ${where} (${cluster.access.server})`);
+    if (ipvsUdpTimeout !== undefined) {
+      notes.push(`kube-proxy runs in IPVS mode (ConfigMap ${kubeProxy}): UDP flows also live ${ipvsUdpTimeout}s in IPVS's connection table, so the UDP wait is at least that`);
+    }
   }
   if (![...index.nodes()].some((n) => Object.keys(n.values).length > 0)) {
     notes.push(`no node in ${where} has conntrack.safe-termination.io annotations (is the node agent running?)`);
@@ -137,11 +142,16 @@ export async function resolveFacts(o: FactsOptions): Promise<ManifestFacts> {
       const matching = isUnconstrained(placement) ? all : candidateNodes(placement, all, (name) => index.node(name));
       const none = matching.length === 0;
       const candidates = none ? all : matching;
-      return withExplicit(index.conntrackFor(placement), (key, source) => {
+      const facts = index.conntrackFor(placement);
+      const raised = withIpvsUdpTimeout(facts, ipvsUdpTimeout);
+      return withExplicit(raised, (key, source) => {
         if (source === 'nodes') {
           const annotated = candidates.filter((n) => n.values[key] !== undefined).length;
           const over = `${candidates.length} candidate node${candidates.length === 1 ? '' : 's'}${none ? ' (none matches the placement: all nodes)' : ''}`;
           return { short: 'nodes', long: `nodes: max over ${over}, ${annotated} annotated, in ${where}` };
+        }
+        if (source === 'kube-proxy' && raised[key] !== facts[key]) {
+          return { short: 'kube-proxy IPVS', long: `kube-proxy: IPVS udpTimeout (mode ipvs) in ConfigMap ${kubeProxy}, over conntrack's ${facts[key].value}s` };
         }
         if (source === 'kube-proxy') return { short: 'kube-proxy', long: `kube-proxy: ConfigMap ${kubeProxy}` };
         return staticOrigin(key);
@@ -156,7 +166,10 @@ export async function resolveFacts(o: FactsOptions): Promise<ManifestFacts> {
  * The webhook's cluster wiring (node informer, kube-proxy ConfigMap, /version),
  * run until it has synced once, then stopped: the CLI decides on that snapshot.
  */
-async function readCluster(o: FactsOptions, c: Extract<ClusterInput, { kind: 'api' }>): Promise<{ index: CandidateIndex; version: KubeVersion | undefined }> {
+async function readCluster(
+  o: FactsOptions,
+  c: Extract<ClusterInput, { kind: 'api' }>,
+): Promise<{ index: CandidateIndex; version: KubeVersion | undefined; ipvsUdpTimeout: number | undefined }> {
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
       c.log?.(chunk.toString('utf8'));
@@ -181,7 +194,7 @@ async function readCluster(o: FactsOptions, c: Extract<ClusterInput, { kind: 'ap
         `could not list the nodes of ${c.access.server} within ${c.syncTimeoutSeconds}s (--informer-sync-timeout)${status.lastError === undefined ? '' : `: ${status.lastError}`}`,
       );
     }
-    return { index: wiring.index, version: wiring.facts.kubeVersion() };
+    return { index: wiring.index, version: wiring.facts.kubeVersion(), ipvsUdpTimeout: wiring.ipvsUdpTimeout() };
   } finally {
     await wiring.stop();
   }

@@ -15,6 +15,8 @@ import { ClusterReadError, resolveFacts } from './facts.ts';
 import type { ClusterInput, ManifestFacts } from './facts.ts';
 import { readNodeDump } from './nodes.ts';
 import { readInputs, STDIN } from './read.ts';
+import { indexServices, servicesOf } from './services.ts';
+import type { ServiceReadings } from './services.ts';
 import type { InputProblem, ManifestSource } from './source.ts';
 
 /** Where a command reads and writes; the process's own streams outside tests. */
@@ -74,6 +76,10 @@ export const INPUT_FLAGS = {
   },
   kubeProxyConfigmap: { ...CLUSTER_FLAGS.kubeProxyConfigmap, description: 'with --kubeconfig: kube-proxy\'s ConfigMap, whose conntrack.* values come after the node annotations ("none": not read)' },
   informerSyncTimeout: { ...CLUSTER_FLAGS.informerSyncTimeout, description: 'with --kubeconfig: give up listing the nodes after this long' },
+  services: flag.path(
+    'more Services to match against the pod templates\' labels, from a `kubectl get services -A -o yaml` (or -o json) dump, besides the Services in the manifests themselves: a Service selecting a template in its namespace adds the protocols of its ports',
+    undefined,
+  ),
 } as const;
 
 /** Flags read from SAFE_TERMINATION_* like serve's: the model and static conntrack values. */
@@ -200,7 +206,20 @@ export async function prepare(
   }
   const inputs = await readInputs(parsed.filenames, { recursive: v.recursive, readStdin: io.readStdin });
   problems.push(...inputs.problems);
-  return { config: { defaults, facts }, sources: inputs.sources, problems, notes: facts.notes };
+  let dump: ServiceReadings | undefined;
+  if (v.services !== undefined) {
+    const file = v.services;
+    try {
+      dump = servicesOf({ name: file, path: file, text: await readFile(file, 'utf8') });
+      problems.push(...dump.problems);
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      problems.push({ file, message: code === 'ENOENT' ? 'no such file (--services)' : `cannot read (--services): ${String(error)}` });
+    }
+  }
+  // An input that does not parse is reported when it is processed; here it just brings no Service.
+  const services = indexServices(dump, v.services, inputs.sources.map(servicesOf));
+  return { config: { defaults, facts, services: services.index }, sources: inputs.sources, problems, notes: [...facts.notes, ...services.notes] };
 }
 
 /** Facts for a run that stops before deciding anything. */

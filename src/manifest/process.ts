@@ -17,9 +17,11 @@ import { decide } from '../core/plan.ts';
 import type { Decision } from '../core/plan.ts';
 import { placementOf, podSchema } from '../core/pod.ts';
 import type { Pod } from '../core/pod.ts';
+import type { ServiceIndex } from '../core/services.ts';
 import { applyOperation, EditError, fullPath, toPointer } from './edit.ts';
 import type { ConntrackView, ManifestFacts } from './facts.ts';
 import { renderManifest } from './render.ts';
+import { MANIFEST_DEFAULT_NAMESPACE } from './services.ts';
 import type { EditedDocument } from './render.ts';
 import { formatProblem, parseManifest } from './source.ts';
 import type { InputProblem, ManifestSource, ParsedManifest, SourceFormat } from './source.ts';
@@ -29,6 +31,8 @@ import type { Path, PodTarget } from './workloads.ts';
 export interface DoorConfig {
   readonly defaults: ModelDefaults;
   readonly facts: ManifestFacts;
+  /** The Services of the inputs and --services (services.ts); absent: none. */
+  readonly services?: ServiceIndex | undefined;
 }
 
 export interface TargetOutcome {
@@ -138,6 +142,8 @@ function decideTarget(m: ParsedManifest, index: number, doc: Document, value: un
     defaults: config.defaults,
     facts: conntrack.facts,
     kubeVersion: config.facts.kubeVersion,
+    // A template's pods live in the workload's namespace; objects without one share the default.
+    services: config.services?.match(t.namespace || MANIFEST_DEFAULT_NAMESPACE, pod.metadata?.labels),
   });
   if (decision.kind === 'deny') {
     const problems = decision.problems.map((p) => ({

@@ -60,6 +60,17 @@ export function createWebhookMetrics(): WebhookMetrics {
   };
 }
 
+/**
+ * Timeouts for a plain-HTTP scrape server: a scraper sends one small GET, so a client
+ * that takes longer than 10 s for its headers or 30 s for its request is cut off
+ * (Node's defaults: 60 s and 5 min), and idle keep-alive connections close after 65 s.
+ */
+export function limitSlowClients(server: Server): void {
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+}
+
 /** Plain-HTTP server for GET /metrics. Resolves once listening. */
 export async function startMetricsServer(registry: Registry, port: number, host?: string): Promise<Server> {
   const server = createServer((req, res) => {
@@ -70,7 +81,7 @@ export async function startMetricsServer(registry: Registry, port: number, host?
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found: metrics are at GET /metrics\n');
   });
-  server.keepAliveTimeout = 65_000;
+  limitSlowClients(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

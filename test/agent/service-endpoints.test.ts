@@ -64,7 +64,7 @@ t.test('trimming keeps what classification reads, nothing else', async (t) => {
     metadata: { name: 'kube-dns-x7k2q', namespace: 'kube-system', labels: { 'kubernetes.io/service-name': 'kube-dns' } },
     addressType: 'IPv4',
     ports: [{ name: 'dns', port: 53, protocol: 'UDP' }, { name: 'dns-tcp', port: 53, protocol: 'TCP' }],
-    endpoints: [{ addresses: ['10.244.1.2'], conditions: { ready: false, serving: true, terminating: true } }],
+    endpoints: [{ addresses: ['10.244.1.2'], conditions: { ready: false, serving: true, terminating: true }, nodeName: 'worker-1' }],
   });
   const fqdn = { ...slice, addressType: 'FQDN' };
   t.same(trimSlice(fqdn)?.endpoints, [], 'FQDN slices are kept empty (their deletion must still reach the cache)');

@@ -72,6 +72,7 @@ async function fakeApiServer(objects: Record<string, unknown>): Promise<{ url: s
     v1: [R('secrets', 'Secret'), R('services', 'Service'), R('serviceaccounts', 'ServiceAccount'), R('configmaps', 'ConfigMap'), R('namespaces', 'Namespace', false)],
     'apps/v1': [R('deployments', 'Deployment'), R('daemonsets', 'DaemonSet')],
     'policy/v1': [R('poddisruptionbudgets', 'PodDisruptionBudget')],
+    'networking.k8s.io/v1': [R('networkpolicies', 'NetworkPolicy')],
     'rbac.authorization.k8s.io/v1': [R('clusterroles', 'ClusterRole', false), R('clusterrolebindings', 'ClusterRoleBinding', false), R('roles', 'Role'), R('rolebindings', 'RoleBinding')],
     'admissionregistration.k8s.io/v1': [
       R('mutatingwebhookconfigurations', 'MutatingWebhookConfiguration', false),

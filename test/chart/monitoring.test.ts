@@ -8,7 +8,7 @@ import { createWebhookMetrics } from '../../src/server/metrics.ts';
 import { createAgentMetrics } from '../../src/agent/metrics.ts';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CHART, ciModes, NAMESPACE, ofKind, one, podSpecOf, render, selects } from './render.ts';
+import { CHART, ciModes, NAMESPACE, ofKind, one, podSpecOf, render, selects, template } from './render.ts';
 
 const modes = ciModes();
 
@@ -16,7 +16,7 @@ const modes = ciModes();
 async function exportedMetrics(): Promise<Set<string>> {
   const names = new Set<string>();
   const webhook = createWebhookMetrics();
-  const agent = createAgentMetrics({ conntrackProcDir: '/nonexistent', procNetDir: '/nonexistent', staleConntrackIntervalSeconds: 60 });
+  const agent = createAgentMetrics({ conntrackProcDir: '/nonexistent', procNetDir: '/nonexistent', staleConntrackIntervalSeconds: 60, endpointChanges: true });
   for (const registry of [webhook.registry, agent.registry]) {
     for (const m of registry.getMetricsAsArray()) names.add(m.name);
   }
@@ -52,7 +52,8 @@ t.test('ServiceMonitors scrape the metrics ports of the webhook and the agent', 
   t.equal(ofKind(withoutAgent, 'Service').length, 1);
   const rule = one(withoutAgent, 'PrometheusRule');
   const alerts = rule.spec.groups.flatMap((g: { rules: Array<{ alert?: string }> }) => g.rules.map((r) => r.alert));
-  t.notOk(alerts.includes('ConntrackTableNearlyFull'), 'no agent alerts without the agent');
+  t.notOk(alerts.includes('ConntrackTableNearFull'), 'no agent alerts without the agent');
+  t.notOk(alerts.includes('ServiceEndpointChurn'), 'no churn alert without the agent (it counts the changes)');
 });
 
 t.test('the PrometheusRule: the alerts of spec §7, complete, on metrics that exist', async (t) => {
@@ -64,7 +65,8 @@ t.test('the PrometheusRule: the alerts of spec §7, complete, on metrics that ex
   const byName = new Map(rules.map((r) => [r.alert, r]));
   t.same(
     [...byName.keys()].sort(),
-    ['ConntrackInsertFailed', 'ConntrackTableNearlyFull', 'EndpointChurnHigh', 'SafeTerminationCertificateExpiring', 'SafeTerminationDenials', 'SafeTerminationWebhookErrors', 'SafeTerminationWebhookNotReady'],
+    ['ConntrackTableNearFull', 'HighConntrackInsertFailed', 'SafeTerminationCertificateExpiring', 'SafeTerminationDenials', 'SafeTerminationWebhookAbsent', 'SafeTerminationWebhookErrors', 'SafeTerminationWebhookFailingOpen', 'SafeTerminationWebhookNotReady', 'ServiceEndpointChurn'],
+    'the write-up\'s three alert names, and the webhook\'s',
   );
   for (const r of rules) {
     t.ok(r.annotations.summary && r.annotations.summary.length > 10, `${r.alert} has a summary`);
@@ -72,14 +74,20 @@ t.test('the PrometheusRule: the alerts of spec §7, complete, on metrics that ex
     t.ok(r.labels.severity, `${r.alert} has a severity`);
     t.notMatch(r.expr, /\{\{|\}\}/, `${r.alert} expression has no unrendered template`);
   }
-  const full = byName.get('ConntrackTableNearlyFull')!;
+  const full = byName.get('ConntrackTableNearFull')!;
   t.match(full.expr, /safe_termination_conntrack_entries\{namespace="safe-termination"\}/);
   t.match(full.expr, /safe_termination_conntrack_entries_limit\{namespace="safe-termination"\}/);
   t.match(full.expr, /> 0\.75\s*$/, 'the ratio from values (80 % by default)');
   t.equal(full.for, '5m', 'for 5 minutes');
   t.match(full.annotations.summary, /\{\{ or \$labels\.node \$labels\.instance \}\}/, 'Prometheus templates reach Prometheus unrendered');
-  t.match(byName.get('ConntrackInsertFailed')!.expr, /increase\(safe_termination_conntrack_stat_insert_failed_total/);
-  t.match(byName.get('EndpointChurnHigh')!.expr, /rate\(kubeproxy_sync_proxy_rules_endpoint_changes_total\[5m\]\)\) > 10/);
+  const insertFailed = byName.get('HighConntrackInsertFailed')!;
+  t.match(insertFailed.expr, /increase\(safe_termination_conntrack_stat_insert_failed_total\{namespace="safe-termination"\}\[5m\]\)\) > 0\s*$/);
+  t.equal(insertFailed.for, '1m', 'insert_failed rising over 5m, for 1m');
+  t.equal(insertFailed.labels.severity, 'critical', 'critical, as the write-up has it');
+  const churn = byName.get('ServiceEndpointChurn')!;
+  t.match(churn.expr, /^sum by \(namespace, service\) \(increase\(safe_termination_endpoint_changes_total\{job="safe-termination-agent-metrics"\}\[5m\]\)\) > 10\s*$/, 'more than 10 changes in 5m per Service, summed over the nodes');
+  t.equal(churn.for, '5m');
+  t.equal(churn.labels.severity, 'warning');
   t.match(byName.get('SafeTerminationCertificateExpiring')!.expr, / < 604800\s*$/, '168h in seconds');
 
   const exported = await exportedMetrics();
@@ -126,7 +134,8 @@ t.test('agent.staleConntrack with monitoring: the stale-entry alert, on the expo
 
   const plain = await render({ valuesFiles: [modes.get('monitoring')!] });
   t.notOk(one(plain, 'PrometheusRule').spec.groups.flatMap((g: { rules: Array<{ alert?: string }> }) => g.rules).some((r: { alert?: string }) => r.alert === 'ConntrackStaleEntries'), 'no alert while the count is off');
-  t.notOk(one(plain, 'ServiceMonitor', 'safe-termination-agent').spec.endpoints[0].honorLabels, 'and no honorLabels');
+  const neither = await render({ valuesFiles: [modes.get('monitoring')!], set: ['agent.endpointChanges.enabled=false'] });
+  t.notOk(one(neither, 'ServiceMonitor', 'safe-termination-agent').spec.endpoints[0].honorLabels, 'and no honorLabels without either per-Service count');
   const byDefault = await render({ set: ['monitoring.prometheusRule.enabled=true', 'monitoring.serviceMonitor.enabled=true', 'agent.staleConntrack.enabled=true'] });
   t.equal(one(byDefault, 'PrometheusRule').spec.groups[0].rules.find((r: { alert?: string }) => r.alert === 'ConntrackStaleEntries').for, '5m', 'default for: 5m');
   const noMonitor = await render({ set: ['monitoring.prometheusRule.enabled=true', 'agent.staleConntrack.enabled=true'] });
@@ -151,7 +160,7 @@ t.test('the agent alerts keep one series per node whatever scrapes the agents: b
     ['the agent ServiceMonitor on', ['monitoring.prometheusRule.enabled=true', 'monitoring.serviceMonitor.enabled=true']],
   ] as const) {
     const rules = alertsOf(await render({ set: [...set] })).filter((r) => agentMetric.test(r.expr));
-    t.same(rules.map((r) => r.alert).sort(), ['ConntrackInsertFailed', 'ConntrackTableNearlyFull'], `${what}: the agent alerts`);
+    t.same(rules.map((r) => r.alert).sort(), ['ConntrackTableNearFull', 'HighConntrackInsertFailed'], `${what}: the agent alerts`);
     for (const r of rules) {
       const bys = groupings(r.expr);
       t.ok(bys.length > 0, `${what}: ${r.alert} aggregates by labels`);
@@ -171,12 +180,40 @@ t.test('the agent alerts keep one series per node whatever scrapes the agents: b
   for (const [, label] of Object.values(stale.annotations).join(' ').matchAll(/\$labels\.([a-z_]+)/g)) t.ok(groupings(stale.expr).flat().includes(label!), `ConntrackStaleEntries uses $labels.${label}, a label the expression keeps`);
 });
 
-t.test('EndpointChurnHigh is on a kube-proxy metric: values.yaml says it must be scraped', async (t) => {
-  const rule = alertsOf(await render({ set: ['monitoring.prometheusRule.enabled=true'] })).find((r) => r.alert === 'EndpointChurnHigh')!;
+t.test('ServiceEndpointChurn: on the agent\'s own count, which a default install has; only with the agent ServiceMonitor', async (t) => {
+  const on = await render({ set: ['monitoring.prometheusRule.enabled=true', 'monitoring.serviceMonitor.enabled=true'] });
+  const rule = alertsOf(on).find((r) => r.alert === 'ServiceEndpointChurn')!;
+  t.ok(rule, 'rendered with the defaults plus monitoring');
   const metrics = rule.expr.match(/[a-z_]+_total/g) ?? [];
-  t.same(metrics, ['kubeproxy_sync_proxy_rules_endpoint_changes_total'], 'kube-proxy\'s metric');
-  t.notOk((await exportedMetrics()).has(metrics[0]!), 'not exported by the webhook or the agent');
+  t.same(metrics, ['safe_termination_endpoint_changes_total']);
+  t.ok((await exportedMetrics()).has(metrics[0]!), 'exported by the agent');
+  t.same(groupings(rule.expr), [['namespace', 'service']], 'per Service, summed over the nodes');
+  for (const [, label] of Object.values(rule.annotations).join(' ').matchAll(/\$labels\.([a-z_]+)/g)) t.ok(['namespace', 'service'].includes(label!), `uses $labels.${label}, a label the expression keeps`);
+  const daemonSet = one(on, 'DaemonSet');
+  t.ok(daemonSet.spec.template.spec.containers[0].args.includes('--endpoint-changes'), 'the agent counts by default');
+  t.equal(one(on, 'ServiceMonitor', 'safe-termination-agent').spec.endpoints[0].honorLabels, true, 'the series keep the Service\'s namespace and service');
+  const tuned = alertsOf(await render({ set: ['monitoring.prometheusRule.enabled=true', 'monitoring.serviceMonitor.enabled=true', 'monitoring.prometheusRule.endpointChurnThreshold=25', 'monitoring.prometheusRule.endpointChurnFor=15m'] })).find((r) => r.alert === 'ServiceEndpointChurn')!;
+  t.match(tuned.expr, /> 25\s*$/);
+  t.equal(tuned.for, '15m');
+  t.notOk(alertsOf(await render({ set: ['monitoring.prometheusRule.enabled=true'] })).some((r) => r.alert === 'ServiceEndpointChurn'), 'not without the agent ServiceMonitor');
+  t.notOk(alertsOf(await render({ set: ['monitoring.prometheusRule.enabled=true', 'monitoring.serviceMonitor.enabled=true', 'agent.endpointChanges.enabled=false'] })).some((r) => r.alert === 'ServiceEndpointChurn'), 'not when the count is off');
   const values = readFileSync(join(CHART, 'values.yaml'), 'utf8');
-  const comment = /((?:\s*#.*\n)+)\s*endpointChurnPerSecond:/.exec(values)?.[1] ?? '';
-  t.match(comment.replace(/\s*#\s*/g, ' '), /needs kube-proxy's metrics to be scraped/, 'the values comment says so');
+  t.notMatch(values, /kubeproxy_sync_proxy_rules_endpoint_changes_total|kube_endpoint_address_available/, 'no metric a default install lacks');
+});
+
+t.test('conntrackMetrics: node-exporter: the conntrack alerts on node_nf_conntrack_*, with or without the agent', async (t) => {
+  for (const agent of [true, false]) {
+    const rules = alertsOf(await render({ set: ['monitoring.prometheusRule.enabled=true', 'monitoring.prometheusRule.conntrackMetrics=node-exporter', `agent.enabled=${agent}`] }));
+    const byName = new Map(rules.map((r) => [r.alert, r]));
+    t.match(byName.get('ConntrackTableNearFull')?.expr, /max by \(node, instance\) \(node_nf_conntrack_entries\{job="node-exporter"\}\)\s*\/ max by \(node, instance\) \(node_nf_conntrack_entries_limit\{job="node-exporter"\}\)\s*> 0\.8/, `agent ${agent}: table`);
+    t.match(byName.get('HighConntrackInsertFailed')?.expr, /rate\(node_nf_conntrack_stat_insert_failed\{job="node-exporter"\}\[5m\]\)/, `agent ${agent}: insert_failed`);
+    t.notMatch(rules.map((r) => r.expr).join('\n'), /safe_termination_conntrack_/, `agent ${agent}: none of the agent's conntrack metrics`);
+  }
+  const bad = await template({ set: ['monitoring.prometheusRule.enabled=true', 'monitoring.prometheusRule.conntrackMetrics=prometheus'] });
+  t.not(bad.status, 0, 'an unknown source is refused by the schema');
+  const badSelector = await template({ values: 'monitoring:\n  prometheusRule:\n    enabled: true\n    nodeExporterSelector: \'{job="x"}\'\n' });
+  t.not(badSelector.status, 0, 'a selector with braces is refused by the schema');
+  t.match(badSelector.stderr, /nodeExporterSelector/);
+  const twoMatchers = await render({ values: 'monitoring:\n  prometheusRule:\n    enabled: true\n    conntrackMetrics: node-exporter\n    nodeExporterSelector: \'job="node-exporter", cluster=~"prod-.*"\'\n' });
+  t.match(alertsOf(twoMatchers).find((r) => r.alert === 'ConntrackTableNearFull')?.expr, /node_nf_conntrack_entries\{job="node-exporter", cluster=~"prod-\.\*"\}/, 'several matchers');
 });

@@ -12,16 +12,16 @@ import type { K8sObject } from './render.ts';
 
 /** What each mode renders, by kind. */
 const EXPECTED: Readonly<Record<string, Record<string, number>>> = {
-  default: { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 2 },
-  'agent-off': { ClusterRole: 1, ClusterRoleBinding: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 1 },
-  'cert-manager': { Certificate: 2, ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, Issuer: 2, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Service: 1, ServiceAccount: 2 },
-  'cert-manager-issuer': { Certificate: 1, ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Service: 1, ServiceAccount: 2 },
-  'existing-secret': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Service: 1, ServiceAccount: 2 },
-  monitoring: { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, PrometheusRule: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 2, ServiceAccount: 2, ServiceMonitor: 2 },
-  'network-policy': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 2 },
-  'stale-conntrack': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, PrometheusRule: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 2, ServiceAccount: 2, ServiceMonitor: 2 },
-  'single-replica': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 2 },
-  tuned: { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, PodDisruptionBudget: 1, Secret: 1, Service: 1, ServiceAccount: 2 },
+  default: { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 2, ValidatingAdmissionPolicy: 1, ValidatingAdmissionPolicyBinding: 1 },
+  'agent-off': { ClusterRole: 1, ClusterRoleBinding: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 1 },
+  'cert-manager': { Certificate: 2, ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, Issuer: 2, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Service: 1, ServiceAccount: 2, ValidatingAdmissionPolicy: 1, ValidatingAdmissionPolicyBinding: 1 },
+  'cert-manager-issuer': { Certificate: 1, ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Service: 1, ServiceAccount: 2, ValidatingAdmissionPolicy: 1, ValidatingAdmissionPolicyBinding: 1 },
+  'existing-secret': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Service: 1, ServiceAccount: 2, ValidatingAdmissionPolicy: 1, ValidatingAdmissionPolicyBinding: 1 },
+  monitoring: { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, PrometheusRule: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 2, ServiceAccount: 2, ServiceMonitor: 2, ValidatingAdmissionPolicy: 1, ValidatingAdmissionPolicyBinding: 1 },
+  'network-policy': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 2, ValidatingAdmissionPolicy: 1, ValidatingAdmissionPolicyBinding: 1 },
+  'stale-conntrack': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, PrometheusRule: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 2, ServiceAccount: 2, ServiceMonitor: 2, ValidatingAdmissionPolicy: 1, ValidatingAdmissionPolicyBinding: 1 },
+  'single-replica': { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, Role: 1, RoleBinding: 1, Secret: 1, Service: 1, ServiceAccount: 2, ValidatingAdmissionPolicy: 1, ValidatingAdmissionPolicyBinding: 1 },
+  tuned: { ClusterRole: 2, ClusterRoleBinding: 2, DaemonSet: 1, Deployment: 1, MutatingWebhookConfiguration: 1, NetworkPolicy: 1, PodDisruptionBudget: 1, Secret: 1, Service: 1, ServiceAccount: 2, ValidatingAdmissionPolicy: 1, ValidatingAdmissionPolicyBinding: 1 },
 };
 
 const modes = ciModes();
@@ -42,7 +42,7 @@ for (const [mode, file] of modes) {
     const names = objects.map((o) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`);
     t.equal(new Set(names).size, names.length, 'no two objects share kind, namespace and name');
     for (const o of objects) {
-      const clusterScoped = ['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration'].includes(o.kind);
+      const clusterScoped = ['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'].includes(o.kind);
       if (clusterScoped) t.notOk(o.metadata.namespace, `${o.kind} has no namespace`);
       else if (!(o.kind.startsWith('Role') && o.metadata.namespace === 'kube-system')) t.equal(o.metadata.namespace, NAMESPACE, `${o.kind}/${o.metadata.name} is in the release namespace`);
       t.equal(o.metadata.labels?.['app.kubernetes.io/managed-by'], 'Helm');
@@ -285,4 +285,16 @@ t.test('commonLabels and podLabels cannot displace the chart\'s own labels', asy
   t.equal(pod['safe-termination.io/inject'], 'disabled', 'the webhook pods still opt out of their own webhook');
   t.equal(pod['tier'], 'web');
   t.ok(selects(d.spec.selector, pod));
+});
+
+t.test('high availability by default: replicas on separate nodes, a NetworkPolicy around the webhook', async (t) => {
+  const objects = await render();
+  const spread = podSpecOf(one(objects, 'Deployment')).topologySpreadConstraints as Array<{ topologyKey: string; whenUnsatisfiable: string }>;
+  t.equal(spread.find((c) => c.topologyKey === 'kubernetes.io/hostname')?.whenUnsatisfiable, 'DoNotSchedule', 'one node lost or drained never takes every replica');
+  t.equal(spread.find((c) => c.topologyKey === 'topology.kubernetes.io/zone')?.whenUnsatisfiable, 'ScheduleAnyway', 'zones: preferred');
+  const np = one(objects, 'NetworkPolicy');
+  t.same(np.spec.policyTypes, ['Ingress', 'Egress']);
+  const softened = await render({ set: ['webhook.topologySpreadConstraints[0].maxSkew=1', 'webhook.topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname', 'webhook.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway'] });
+  t.equal((podSpecOf(one(softened, 'Deployment')).topologySpreadConstraints as Array<{ whenUnsatisfiable: string }>)[0]?.whenUnsatisfiable, 'ScheduleAnyway', 'a value softens it');
+  t.equal(ofKind(await render({ set: ['networkPolicy.enabled=false'] }), 'NetworkPolicy').length, 0, 'and one turns the policy off');
 });

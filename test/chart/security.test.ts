@@ -1,8 +1,9 @@
 /**
  * Spec §8 security: every pod of the chart meets Pod Security "restricted" (the agent
  * all of it but hostNetwork), and RBAC is exactly: webhook get/list/watch nodes and
- * get the kube-proxy ConfigMap; agent get/patch nodes, plus list/watch Services and
- * EndpointSlices only with agent.staleConntrack.enabled. Nothing else, in any mode.
+ * get the kube-proxy ConfigMap; agent get/patch nodes, plus list/watch EndpointSlices
+ * with agent.endpointChanges.enabled (the default) and list/watch Services too only
+ * with agent.staleConntrack.enabled. Nothing else, in any mode.
  */
 import t from 'tap';
 import type { Test } from 'tap';
@@ -12,8 +13,11 @@ import type { K8sObject } from './render.ts';
 const modes = ciModes();
 
 const WEBHOOK_NODES = [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] }];
+/** webhook.services.enabled (default true): the Service informer (issue 19). */
+const WEBHOOK_NODES_SERVICES = [...WEBHOOK_NODES, { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch'] }];
 const KUBE_PROXY_CONFIGMAP = [{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['kube-proxy'], verbs: ['get'] }];
 const AGENT_NODES = [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }];
+const AGENT_ENDPOINT_CHANGES = [...AGENT_NODES, { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['list', 'watch'] }];
 const AGENT_STALE_CONNTRACK = [
   ...AGENT_NODES,
   { apiGroups: [''], resources: ['services'], verbs: ['list', 'watch'] },
@@ -42,9 +46,9 @@ for (const [mode, file] of modes) {
     const kubeProxy = mode !== 'tuned'; // kubeProxyConfigMap: none there
     const roles = [...ofKind(objects, 'ClusterRole'), ...ofKind(objects, 'Role')];
     const rules = Object.fromEntries(roles.map((r) => [`${r.kind}/${r.metadata.namespace ?? ''}/${r.metadata.name}`, r.rules]));
-    const expected: Record<string, unknown> = { 'ClusterRole//safe-termination-webhook': WEBHOOK_NODES };
+    const expected: Record<string, unknown> = { 'ClusterRole//safe-termination-webhook': WEBHOOK_NODES_SERVICES };
     if (kubeProxy) expected['Role/kube-system/safe-termination-kube-proxy-config'] = KUBE_PROXY_CONFIGMAP;
-    if (agent) expected['ClusterRole//safe-termination-agent'] = mode === 'stale-conntrack' ? AGENT_STALE_CONNTRACK : AGENT_NODES;
+    if (agent) expected['ClusterRole//safe-termination-agent'] = mode === 'stale-conntrack' ? AGENT_STALE_CONNTRACK : AGENT_ENDPOINT_CHANGES;
     t.same(rules, expected, 'roles and their rules');
     for (const r of roles) {
       t.notOk(r.aggregationRule, `${r.metadata.name} aggregates nothing`);
@@ -94,9 +98,12 @@ t.test('agent.staleConntrack: read-only Services/EndpointSlices and group 0 for 
   const off = await render();
   const on = await render({ set: ['agent.staleConntrack.enabled=true'] });
   const rules = (objects: K8sObject[]) => Object.fromEntries(ofKind(objects, 'ClusterRole').map((r) => [r.metadata.name, r.rules]));
-  t.same(rules(off)['safe-termination-agent'], AGENT_NODES, 'off (the default): nodes only');
+  t.same(rules(off)['safe-termination-agent'], AGENT_ENDPOINT_CHANGES, 'off (the default): nodes, and EndpointSlices for the endpoint-change count');
+  const neither = await render({ set: ['agent.endpointChanges.enabled=false'] });
+  t.same(rules(neither)['safe-termination-agent'], AGENT_NODES, 'neither count: nodes only');
+  t.notOk(podSpecOf(one(neither, 'DaemonSet')).containers[0].args.includes('--endpoint-changes'), 'and the agent does not count');
   t.same(rules(on)['safe-termination-agent'], AGENT_STALE_CONNTRACK, 'on: plus list/watch, never get/create/update/patch/delete');
-  t.same(rules(on)['safe-termination-webhook'], WEBHOOK_NODES, 'the webhook gets nothing more');
+  t.same(rules(on)['safe-termination-webhook'], WEBHOOK_NODES_SERVICES, 'the webhook gets nothing more (its own Service informer: webhook.services.enabled)');
   const agentPod = (objects: K8sObject[]) => podSpecOf(one(objects, 'DaemonSet'));
   t.equal(agentPod(off).securityContext.supplementalGroups, undefined, 'off: no extra group');
   t.same(agentPod(on).securityContext.supplementalGroups, [0], 'on: group 0, to read /proc/net/nf_conntrack');

@@ -57,3 +57,26 @@ export function apiPod(shape: { metadata?: Record<string, unknown>; spec: Record
   spec['terminationGracePeriodSeconds'] ??= 30;
   return { apiVersion: 'v1', kind: 'Pod', metadata, spec };
 }
+
+/** The Services of a manifest as the API server would store them (namespace defaulted), for the webhook door. */
+export function manifestServices(text: string): Array<Record<string, any>> {
+  let values: unknown[];
+  try {
+    values = text.trimStart().startsWith('{') ? [JSON.parse(text)] : parseAllDocuments(text, { merge: true }).map((d: any) => d.toJS());
+  } catch {
+    return [];
+  }
+  const out: Array<Record<string, any>> = [];
+  const visit = (v: any): void => {
+    if (v === null || typeof v !== 'object') return;
+    if (v.kind === 'List' && Array.isArray(v.items)) v.items.forEach(visit);
+    else if (v.kind === 'Service' && v.apiVersion === 'v1') {
+      const svc = structuredClone(v);
+      svc.metadata ??= {};
+      svc.metadata.namespace ??= 'default';
+      out.push(svc);
+    }
+  };
+  values.forEach(visit);
+  return out;
+}

@@ -28,7 +28,10 @@ import { podProblems } from '../support/pod-validation.ts';
 import { reviewOf } from '../support/pods.ts';
 import { makeCerts, startTestWebhook } from '../support/webhook.ts';
 import type { TestWebhook } from '../support/webhook.ts';
-import { manifestPods } from './doors.ts';
+import { trimService } from '../../src/cluster/service-informer.ts';
+import { readService, ServiceIndex } from '../../src/core/services.ts';
+import { localFactsWiring } from '../../src/server/serve.ts';
+import { manifestPods, manifestServices } from './doors.ts';
 import { runCli } from './run.ts';
 
 const DIR = resolve(import.meta.dirname, '../fixtures/inject');
@@ -68,11 +71,32 @@ t.teardown(async () => {
   for (const w of webhooks.values()) await (await w).close();
   certs.remove();
 });
-function webhookWith(flags: readonly string[]): Promise<TestWebhook> {
-  const key = flags.join(' ');
+/**
+ * A webhook started with `flags`; given Services (those of the input), its facts
+ * know them as its Service informer would: trimmed as the informer trims them, in
+ * the same index.
+ */
+function webhookWith(flags: readonly string[], services: ReadonlyArray<Record<string, any>> = []): Promise<TestWebhook> {
+  const key = `${flags.join(' ')}|${services.map((s) => `${s['metadata'].namespace}/${s['metadata'].name}`).join(',')}`;
   let w = webhooks.get(key);
   if (w === undefined) {
-    w = startTestWebhook({ args: [...PIN, ...flags], certs });
+    const index = new ServiceIndex();
+    for (const svc of services) {
+      const reading = readService(trimService(svc));
+      if (reading !== undefined) index.apply(reading);
+    }
+    w = startTestWebhook({
+      args: [...PIN, ...flags],
+      certs,
+      ...(services.length === 0
+        ? {}
+        : {
+            wireFacts: async (config, log) => {
+              const local = await localFactsWiring(config, log);
+              return { ...local, facts: { ...local.facts, servicesFor: (ns, labels) => index.match(ns, labels) } };
+            },
+          }),
+    });
     webhooks.set(key, w);
   }
   return w;
@@ -133,7 +157,7 @@ for (const file of inputs) {
       // The webhook denies exactly the pods the CLI reports an invalid annotation for.
       const json = JSON.parse((await runCli('explain', ['-f', path, '-o', 'json', ...PIN, ...flags])).stdout);
       const denied = new Set(json.objects.filter((o: any) => o.decision === 'deny').map((o: any) => `${o.kind}/${o.name}`));
-      const w = await webhookWith(flags);
+      const w = await webhookWith(flags, manifestServices(input));
       let readable = 0;
       for (const p of safePods(input)) {
         readable++;
@@ -161,8 +185,8 @@ for (const file of inputs) {
     );
     t.same(changed, [], 'no other line of the input changed');
 
-    // The webhook door.
-    const w = await webhookWith(flags);
+    // The webhook door (with the input's Services, as its Service informer would have them).
+    const w = await webhookWith(flags, manifestServices(input));
     const before = manifestPods(input);
     const after = manifestPods(run.stdout);
     t.equal(after.length, before.length, 'same pods in and out');

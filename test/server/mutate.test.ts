@@ -122,7 +122,7 @@ t.test('malformed reviews get 400 with a JSON error saying what is wrong', async
     ['annotation not a string', reviewOf({ metadata: { annotations: { a: 5 } }, spec: { containers: [] } }), /request\.object\.metadata\.annotations\.a/],
     ['JSON array', [1, 2], /body|expected object/],
     ['JSON null', 'null', /body|expected object/],
-    ['prototype poisoning', '{"apiVersion":"admission.k8s.io/v1","__proto__":{"x":1}}', /prototype/],
+    ['a __proto__ key is dropped, the rest judged as usual (no request here)', '{"apiVersion":"admission.k8s.io/v1","__proto__":{"x":1}}', /request/],
   ];
   for (const [name, body, pattern] of cases) {
     const res = await w.post(body);

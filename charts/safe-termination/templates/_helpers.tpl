@@ -195,6 +195,7 @@ incomplete options fail the render here, with what to change.
   (printf "--informer-sync-timeout=%s" (include $d $w.informerSyncTimeout))
   (printf "--kube-proxy-configmap=%s" $w.kubeProxyConfigMap)
   (printf "--kube-proxy-interval=%s" (include $d $w.kubeProxyInterval))
+  (printf "--services-informer=%t" $w.services.enabled)
   (printf "--propagation-delay=%s" (include $d $v.sizing.propagationDelay))
   (printf "--max-sleep=%s" (include $d $v.sizing.maxSleep))
 }}
@@ -229,11 +230,17 @@ incomplete options fail the render here, with what to change.
 {{- $args := list "agent"
   (printf "--interval=%s" (include "safe-termination.duration" $a.interval))
   (printf "--metrics-port=%d" (int64 $a.metricsPort))
-  (printf "--bind-address=%s" $a.bindAddress)
   (printf "--log-level=%s" $a.logLevel)
 }}
+{{- /* Empty: the node's address, from the downward API (SAFE_TERMINATION_BIND_ADDRESS). */}}
+{{- with $a.bindAddress }}
+{{- $args = append $args (printf "--bind-address=%s" .) }}
+{{- end }}
 {{- if $a.staleConntrack.enabled }}
 {{- $args = append $args (printf "--stale-conntrack-interval=%s" (include "safe-termination.duration" $a.staleConntrack.interval)) }}
+{{- end }}
+{{- if $a.endpointChanges.enabled }}
+{{- $args = append $args "--endpoint-changes" }}
 {{- end }}
 {{- toYaml (concat $args $a.extraArgs) }}
 {{- end }}
