@@ -25,6 +25,7 @@ export const SERVICE_CIDR = '10.96.0.0/24';
 /** The controllers this project's tests need (kube-controller-manager --controllers). */
 export const CONTROLLERS = [
   'deployment-controller',
+  'daemonset-controller',
   'replicaset-controller',
   'job-controller',
   'endpointslice-controller',

@@ -298,3 +298,15 @@ t.test('high availability by default: replicas on separate nodes, a NetworkPolic
   t.equal((podSpecOf(one(softened, 'Deployment')).topologySpreadConstraints as Array<{ whenUnsatisfiable: string }>)[0]?.whenUnsatisfiable, 'ScheduleAnyway', 'a value softens it');
   t.equal(ofKind(await render({ set: ['networkPolicy.enabled=false'] }), 'NetworkPolicy').length, 0, 'and one turns the policy off');
 });
+
+t.test('agent.namespace: the agent\'s objects there, the webhook\'s in the release namespace, RBAC and policy follow', async (t) => {
+  const objects = await render({ set: ['agent.namespace=st-agent', 'monitoring.serviceMonitor.enabled=true', 'monitoring.prometheusRule.enabled=true'] });
+  const agentSide = objects.filter((o) => o.metadata.labels?.['app.kubernetes.io/component'] === 'agent' && o.metadata.namespace !== undefined);
+  t.same([...new Set(agentSide.map((o) => o.kind))].sort(), ['DaemonSet', 'Service', 'ServiceAccount', 'ServiceMonitor']);
+  for (const o of agentSide) t.equal(o.metadata.namespace, 'st-agent', `${o.kind}/${o.metadata.name} in st-agent`);
+  t.equal(one(objects, 'Deployment').metadata.namespace, NAMESPACE, 'the webhook stays in the release namespace');
+  const agentBinding = ofKind(objects, 'ClusterRoleBinding').find((b) => b.metadata.name.endsWith('-agent'));
+  t.equal(agentBinding?.subjects[0].namespace, 'st-agent');
+  t.match(one(objects, 'ValidatingAdmissionPolicy').spec.matchConditions[0].expression, /system:serviceaccount:st-agent:/);
+  t.match(JSON.stringify(one(objects, 'PrometheusRule').spec), /safe_termination_conntrack_entries\{namespace=\\"st-agent\\"\}/, 'the conntrack alerts read the agent\'s namespace');
+});

@@ -274,3 +274,8 @@ without any capability).
 {{- end }}
 {{- $total }}
 {{- end }}
+
+{{/* The namespace of the agent's objects: agent.namespace, or the release namespace. */}}
+{{- define "safe-termination.agentNamespace" -}}
+{{- .Values.agent.namespace | default .Release.Namespace -}}
+{{- end }}
