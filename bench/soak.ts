@@ -5,8 +5,10 @@
  *   b. SIGTERM under load: readiness first, in-flight answered, exit 0 in time
  *   c. the Kubernetes API going away (fake API server stopped) under load
  *   d. memory over a steady soak (RSS growth after warm-up)
+ *   e. hostile memory: thousands of idle connections, dozens of concurrent 3 MiB reviews
+ *      (SOAK_E_ARGS adds serve flags, e.g. huge limits to see it without the bounds)
  * Prints a markdown report; exits 1 when a bar fails.
- * Flags: --short, --only a,b,c,d, --json FILE
+ * Flags: --short, --only a,b,c,d,e, --json FILE
  */
 import { X509Certificate } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -15,6 +17,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
 import { makeNode, startFakeApiServer } from '../test/support/fake-apiserver.ts';
 import { applyAnswer } from '../test/support/patch.ts';
 import type { ReviewAnswer } from '../test/support/patch.ts';
@@ -30,7 +33,7 @@ import type { Served } from './proc.ts';
 import { benchReviews } from './reviews.ts';
 
 const { values: flags } = parseArgs({
-  options: { short: { type: 'boolean', default: false }, only: { type: 'string', default: 'a,b,c,d' }, json: { type: 'string' } },
+  options: { short: { type: 'boolean', default: false }, only: { type: 'string', default: 'a,b,c,d,e' }, json: { type: 'string' } },
 });
 const SHORT = flags.short;
 const ONLY = new Set(flags.only.split(','));
@@ -401,6 +404,102 @@ async function memory(): Promise<void> {
   }
 }
 
+/** A review of about `mib` MiB (a pod whose annotation carries the bulk), as the API server may send. */
+function bigReview(mib: number, uid: string): Buffer {
+  const pod = defaultedPod({ annotations: { 'example.com/blob': 'x'.repeat(Math.floor(mib * 2 ** 20)) } });
+  return Buffer.from(JSON.stringify(reviewOf(pod, { uid })));
+}
+
+/** Open `count` TLS connections that send nothing; resolves with the ones that stayed open. */
+async function idleConnections(port: number, ca: Buffer, count: number): Promise<{ open: () => number; close: () => void }> {
+  const sockets = new Set<ReturnType<typeof connect>>();
+  let opened = 0;
+  const batch = 100;
+  for (let i = 0; i < count; i += batch) {
+    await Promise.all(
+      Array.from({ length: Math.min(batch, count - i) }, () =>
+        new Promise<void>((resolve) => {
+          const socket = connect({ host: '127.0.0.1', port, ca, servername: 'localhost' }, () => {
+            opened++;
+            resolve();
+          });
+          sockets.add(socket);
+          socket.on('error', () => resolve());
+          socket.on('close', () => {
+            sockets.delete(socket);
+            resolve();
+          });
+        }),
+      ),
+    );
+  }
+  log(`  ${opened} of ${count} TLS connections opened, ${sockets.size} still open`);
+  return { open: () => sockets.size, close: () => sockets.forEach((s) => s.destroy()) };
+}
+
+async function hostileMemory(): Promise<void> {
+  const idle = 5000;
+  const concurrent = 64;
+  const chartValues = parseYaml(readFileSync(join(REPO_ROOT, 'charts/safe-termination/values.yaml'), 'utf8')) as { webhook: { resources: { limits: { memory: string } } } };
+  const limitMiB = Number(/^(\d+)Mi$/.exec(chartValues.webhook.resources.limits.memory)?.[1] ?? Number.NaN);
+  log(`\n[e] hostile memory: ${idle} idle connections, then ${concurrent} concurrent 3 MiB reviews (${uptimeLine()})`);
+  const { ca, certs } = servingCerts('e');
+  const served = await startWebhookProcess({ certs, logFile: join(work, 'e.log'), args: ['--shutdown-delay', '0', ...(process.env['SOAK_E_ARGS'] ?? '').split(' ').filter(Boolean)] });
+  let peakMiB = 0;
+  const timer = setInterval(() => {
+    const sample = sampleProcess(served.pid);
+    if (sample) peakMiB = Math.max(peakMiB, sample.rssBytes / 2 ** 20);
+  }, 100);
+  const url = `https://127.0.0.1:${served.port}`;
+  const answer = async (): Promise<{ status: number; ms: number }> => {
+    const start = performance.now();
+    const r = await httpsRequest(`${url}/mutate`, { method: 'POST', ca: ca.ca, headers: { 'content-type': 'application/json' } }, oneContainer.body).catch(() => ({ status: 0 }));
+    return { status: r.status, ms: performance.now() - start };
+  };
+  try {
+    const baseline = sampleProcess(served.pid)?.rssBytes ?? 0;
+    const held = await idleConnections(served.port, ca.ca, idle);
+    await sleep(500);
+    const afterIdle = sampleProcess(served.pid)?.rssBytes ?? 0;
+    const during = await answer();
+    log(`  RSS ${f1(baseline / 2 ** 20)} → ${f1(afterIdle / 2 ** 20)} MiB with ${held.open()} of ${idle} idle connections still open; another client: ${during.status} in ${f1(during.ms)} ms`);
+    held.close();
+    const big = bigReview(3, 'big');
+    const started = performance.now();
+    const results = Promise.all(
+      Array.from({ length: concurrent }, () =>
+        httpsRequest(`${url}/mutate`, { method: 'POST', ca: ca.ca, headers: { 'content-type': 'application/json' } }, big).then(
+          (r) => r.status,
+          () => 0,
+        ),
+      ),
+    );
+    await sleep(200);
+    const meanwhile = await answer();
+    const statuses = await results;
+    const took = (performance.now() - started) / 1000;
+    const count = (s: number) => statuses.filter((x) => x === s).length;
+    log(`  ${concurrent} × ${(big.length / 2 ** 20).toFixed(1)} MiB reviews in ${took.toFixed(1)} s: ${count(200)} answered, ${count(503)} told to retry (503), ${count(0)} failed; another client meanwhile: ${meanwhile.status} in ${f1(meanwhile.ms)} ms; peak RSS ${f1(peakMiB)} MiB`);
+    figures['hostileMemory'] = { idle, stillOpen: held.open(), concurrent, reviewMiB: big.length / 2 ** 20, baselineMiB: baseline / 2 ** 20, afterIdleMiB: afterIdle / 2 ** 20, peakMiB, answered: count(200), shed: count(503), failed: count(0), during, meanwhile };
+    report.push(
+      '### e. Hostile memory: idle connections and concurrent big reviews',
+      '',
+      `${idle} TLS connections opened and left idle (the server closes idle ones near its --max-connections cap), then ${concurrent} reviews of ${(big.length / 2 ** 20).toFixed(1)} MiB sent at once (the server reads at most --max-body-bytes-in-flight of bodies at once; the rest wait up to 2 s, then get 503). RSS of the webhook process sampled every 100 ms.`,
+      '',
+      `- RSS ${f1(baseline / 2 ** 20)} MiB at start, ${f1(afterIdle / 2 ** 20)} MiB with the idle connections (${held.open()} still open); another client answered ${during.status} in ${f1(during.ms)} ms`,
+      `- big reviews: ${count(200)} answered, ${count(503)} refused with 503, ${count(0)} failed, in ${took.toFixed(1)} s; another client answered ${meanwhile.status} in ${f1(meanwhile.ms)} ms`,
+      `- peak RSS ${f1(peakMiB)} MiB (chart limit ${limitMiB} MiB)`,
+      '',
+    );
+    bar('e', `RSS under the chart limit (${limitMiB} MiB) under hostile load`, peakMiB < limitMiB, `peak ${f1(peakMiB)} MiB`);
+    bar('e', 'other clients still answered', during.status === 200 && meanwhile.status === 200, `with idle connections: ${during.status}; during big reviews: ${meanwhile.status}`);
+    bar('e', 'big reviews answered or told to retry, none lost', count(0) === 0 && count(200) > 0, `${count(200)} answered, ${count(503)} × 503, ${count(0)} failed`);
+  } finally {
+    clearInterval(timer);
+    await served.stop();
+  }
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   const cpu = cpus();
@@ -410,6 +509,7 @@ async function main(): Promise<void> {
     if (ONLY.has('b')) await sigterm();
     if (ONLY.has('c')) await apiGone();
     if (ONLY.has('d')) await memory();
+    if (ONLY.has('e')) await hostileMemory();
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -250,7 +250,12 @@ export class ControlPlane {
   api(method: string, path: string, body?: unknown, options: ApiOptions = {}): Promise<ApiResponse> {
     const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
     const headers: Record<string, string> = { Accept: 'application/json' };
-    if (payload !== undefined) headers['Content-Type'] = options.contentType ?? 'application/json';
+    if (payload !== undefined) {
+      headers['Content-Type'] = options.contentType ?? 'application/json';
+      // Node sends a DELETE's body without a length otherwise, and the API server
+      // then answers the next request on the connection with a bare 400.
+      headers['Content-Length'] = String(Buffer.byteLength(payload));
+    }
     if (options.token !== undefined) headers['Authorization'] = `Bearer ${options.token}`;
     return new Promise((resolveResponse, reject) => {
       const req = httpsRequest(
@@ -291,7 +296,11 @@ export class ControlPlane {
     return r.body as T;
   }
 
-  /** A Node object as a kubelet would register it: Ready, with room for pods. */
+  /**
+   * A Node object as a kubelet would register it: Ready, with room for pods. The
+   * TaintNodesByCondition plugin adds node.kubernetes.io/not-ready at creation, which
+   * the node lifecycle controller (not run here) would remove once Ready: removed here.
+   */
   async createNode(name: string, options: NodeOptions = {}): Promise<void> {
     await this.call('POST', '/api/v1/nodes', {
       apiVersion: 'v1',
@@ -317,6 +326,7 @@ export class ControlPlane {
       },
       { contentType: 'application/strategic-merge-patch+json' },
     );
+    await this.call('PATCH', `/api/v1/nodes/${name}`, { spec: { taints: options.taints ?? null } }, { contentType: 'application/merge-patch+json' });
   }
 
   /** A token for a ServiceAccount from the TokenRequest API. */

@@ -13,6 +13,9 @@
  *               others keep it; reopened when the server says `Connection: close`
  *               or closes it.
  *   tcp-short   HTTP with a new connection per request.
+ *   tcp-stream  (--stream-workers N) a long-lived connection per worker, never
+ *               recycled (a gRPC stream, a WebSocket): a request on it every
+ *               --tcp-interval-ms; reopened only when the server closes it.
  * Outcomes: ok, refused (ICMP port unreachable / RST on connect), reset (connection
  * reset or closed before the answer), unreachable (ICMP host/net unreachable),
  * timeout, wrong (an answer that does not match the request).
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     'ka-workers': { type: 'string', default: '4' },
     'ka-lifetime-ms': { type: 'string', default: '3000' },
     'short-workers': { type: 'string', default: '4' },
+    'stream-workers': { type: 'string', default: '0' },
     'tcp-interval-ms': { type: 'string', default: '100' },
     'timeout-ms': { type: 'string', default: '2000' },
   },
@@ -255,8 +259,8 @@ class HttpConn {
 }
 
 let kaWorkers = 0;
-async function keepAlive(): Promise<void> {
-  const recycles = kaWorkers++ % 2 === 0;
+async function keepAlive(kind = 'tcp-ka'): Promise<void> {
+  const recycles = kind === 'tcp-ka' && kaWorkers++ % 2 === 0;
   let conn: HttpConn | undefined;
   let retireAt = 0;
   while (running) {
@@ -268,7 +272,7 @@ async function keepAlive(): Promise<void> {
     }
     const t = Date.now();
     const r = await conn.request(false);
-    record(t, 'tcp-ka', r.o, r.b);
+    record(t, kind, r.o, r.b);
     if (r.close === true) conn.close();
     await sleep(jitter(TCP_INTERVAL));
   }
@@ -294,7 +298,8 @@ const start = (n: string | undefined, fn: () => Promise<void>): void => {
 };
 start(values['udp-workers'], udpLookups);
 start(values['pinned-udp'], udpPinned);
-start(values['ka-workers'], keepAlive);
+start(values['ka-workers'], () => keepAlive());
+start(values['stream-workers'], () => keepAlive('tcp-stream'));
 start(values['short-workers'], shortConnections);
 
 const stop = (): void => {

@@ -17,7 +17,14 @@ import type { Mode, ScenarioConfig, Termination } from './scenario.ts';
 import { checkPrerequisites, Cleanup, run } from './sys.ts';
 import { createWorld, reapOrphans, setNodeConntrack } from './world.ts';
 
+// `--kube`: the lab on real Kubernetes components (lab/kube/), its own flags.
+if (process.argv.includes('--kube')) {
+  const { main } = await import('./kube/run.ts');
+  process.exit(await main(process.argv.slice(2)));
+}
+
 const HELP = `Usage: npm run lab -- [flags]   (as root)
+  (npm run lab -- --kube --help: the lab on the real control plane and kube-proxy)
 
 The ghost-connection lab: a client, a node doing kube-proxy's iptables DNAT for a
 Service VIP, three backend pods (UDP DNS-like, TCP HTTP-like). One pod is deleted

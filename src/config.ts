@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { DURATION_FORM, formatDuration, parseDuration } from './core/duration.ts';
 import { LINUX_DEFAULTS } from './core/conntrack.ts';
 import type { ConntrackKey, ConntrackValues } from './core/conntrack.ts';
-import { EXISTING_PRESTOP, PRESTOP_MODES } from './core/annotations.ts';
+import { EXISTING_PRESTOP, PRESTOP_MODES, editDistance } from './core/annotations.ts';
 import { INVALID_ANNOTATION_POLICIES, MODEL_DEFAULTS, TCP_SIZINGS, parseKubeVersion } from './core/model.ts';
 import type { KubeVersion, ModelDefaults } from './core/model.ts';
 import { ErrorCode, UsageError } from './errors.ts';
@@ -135,6 +135,12 @@ export const SERVER_FLAGS = {
   shutdownDelay: flag.seconds('on SIGTERM, stay up not-ready this long before closing, so endpoints drop the pod', 5),
   shutdownTimeout: flag.seconds('on shutdown, wait this long at most for in-flight requests', 25),
   tlsReloadInterval: flag.seconds('how often the certificate files are checked for changes', 10, 1),
+  maxConnections: flag.int('most connections open at once on the webhook port (an idle TLS connection holds about 60 KiB); more are refused', 500, 1),
+  maxBodyBytesInFlight: flag.int(
+    'most bytes of request bodies read and handled at once (a parsed review takes several times its size); a review beyond waits up to 2 s for room, then gets 503',
+    16 * 1024 * 1024,
+    8 * 1024 * 1024,
+  ),
 } as const;
 
 export function camelToKebab(name: string): string {
@@ -212,8 +218,17 @@ export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], e
   return { values: values as FlagValues<S>, positionals, given };
 }
 
+/** The known flag nearest by edit distance, when it is near enough to be a typo. */
 function suggest(name: string, known: readonly string[]): string {
-  const close = known.find((k) => k.startsWith(name.slice(0, 4)) || name.startsWith(k.slice(0, 4)));
+  let close: string | undefined;
+  let best = Math.max(2, Math.floor(name.length / 3)) + 1;
+  for (const k of known) {
+    const d = editDistance(name, k);
+    if (d < best) {
+      best = d;
+      close = k;
+    }
+  }
   return close ? `; did you mean --${close}?` : '';
 }
 
@@ -347,6 +362,8 @@ export interface ServeConfig {
   readonly shutdownDelaySeconds: number;
   readonly shutdownTimeoutSeconds: number;
   readonly tlsReloadIntervalSeconds: number;
+  readonly maxConnections: number;
+  readonly maxBodyBytesInFlight: number;
   readonly model: ModelDefaults;
   readonly kubernetesVersion: KubeVersion | undefined;
   readonly staticConntrack: ConntrackValues;
@@ -381,6 +398,8 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
     shutdownDelaySeconds: v.shutdownDelay,
     shutdownTimeoutSeconds: v.shutdownTimeout,
     tlsReloadIntervalSeconds: v.tlsReloadInterval,
+    maxConnections: v.maxConnections,
+    maxBodyBytesInFlight: v.maxBodyBytesInFlight,
     model: modelDefaultsFrom(v),
     kubernetesVersion: v.kubernetesVersion,
     staticConntrack: staticConntrackFrom(v),

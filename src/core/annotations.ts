@@ -195,7 +195,7 @@ export function nearestKnownKey(suffix: string): string {
   return best;
 }
 
-function editDistance(a: string, b: string): number {
+export function editDistance(a: string, b: string): number {
   const s = a.slice(0, 64);
   let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= s.length; i++) {

@@ -3,8 +3,9 @@
  * body limit, content type, error bodies; the review handler decides.
  */
 import Fastify, { LogController } from 'fastify';
-import type { FastifyBaseLogger, FastifyError, FastifyHttpsOptions, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyHttpsOptions, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Server as HttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import type { ReviewHandler } from '../admission/handler.ts';
 import { allowed } from '../admission/responses.ts';
 import { ErrorCode, errorBody } from '../errors.ts';
@@ -13,6 +14,7 @@ import type { ServerState } from './state.ts';
 import { TLS_OPTIONS } from './tls.ts';
 import { reviewBody } from './review-body.ts';
 import { batchPerTurn } from './turn-batch.ts';
+import { BodyBudget } from './body-budget.ts';
 
 /** A 3 MiB object plus the review around it (spec §6). */
 export const BODY_LIMIT_BYTES = 7 * 1024 * 1024;
@@ -52,7 +54,25 @@ export interface AppOptions {
   readonly logger: FastifyBaseLogger;
   /** Defaults: DEFAULT_TIMEOUTS. */
   readonly timeouts?: Partial<ServerTimeouts>;
+  /** Defaults: DEFAULT_LIMITS. */
+  readonly limits?: Partial<ServerLimits>;
 }
+
+/** Bounds on what clients can make the server hold in memory. */
+export interface ServerLimits {
+  /** Connections open at once on the webhook port; more are refused. */
+  readonly maxConnections: number;
+  /** Bytes of request bodies read and handled at once (BodyBudget). */
+  readonly maxBodyBytesInFlight: number;
+  /** How long a review waits for room in that budget before a 503. */
+  readonly queueWaitMs: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
+  maxConnections: 500,
+  maxBodyBytesInFlight: 16 * 1024 * 1024,
+  queueWaitMs: 2000,
+});
 
 export type WebhookApp = FastifyInstance<HttpsServer>;
 
@@ -86,6 +106,17 @@ export function fastifyOptions(o: Pick<AppOptions, 'tls' | 'logger' | 'timeouts'
 export function buildApp(o: AppOptions): WebhookApp {
   const app = Fastify(fastifyOptions(o)) as unknown as WebhookApp;
   app.server.headersTimeout = o.timeouts?.headersMs ?? DEFAULT_TIMEOUTS.headersMs;
+  const limits = { ...DEFAULT_LIMITS, ...o.limits };
+  app.server.maxConnections = limits.maxConnections;
+  // Near the cap, idle keep-alive connections are closed (a client reconnects when it
+  // needs to): held-open idle connections cannot crowd out the API server's.
+  let open = 0;
+  app.server.on('connection', (socket: Socket) => {
+    open++;
+    socket.once('close', () => open--);
+    if (open >= limits.maxConnections * 0.9) app.server.closeIdleConnections();
+  });
+  const budget = new BodyBudget(limits.maxBodyBytesInFlight);
   const { metrics, state } = o;
   // Reviews that arrive in one turn of the event loop are parsed and handled
   // back to back, then answered back to back: under load this costs a fifth
@@ -106,7 +137,23 @@ export function buildApp(o: AppOptions): WebhookApp {
   };
   const fail = (reply: FastifyReply, e: { status: number; body: unknown }): FastifyReply => finish(reply, 'error').code(e.status).send(e.body);
 
-  app.post('/mutate', async (request, reply) => {
+  // A callback hook (no promise): a review's body is read only once it has room in the budget.
+  const admit = (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    const length = Number(request.headers['content-length']);
+    const bytes = Number.isFinite(length) && length >= 0 ? Math.min(length, BODY_LIMIT_BYTES) : BODY_LIMIT_BYTES;
+    budget.take(bytes, limits.queueWaitMs, (granted) => {
+      if (granted) {
+        reply.raw.once('close', () => budget.release(bytes));
+        done();
+        return;
+      }
+      metrics.admissions.inc({ outcome: 'error' });
+      request.log.debug({ bytes, inFlight: budget.used, waiting: budget.waiting }, 'review refused: body budget full');
+      void fail(reply.header('retry-after', '1'), errorBody(ErrorCode.overloaded, `${budget.capacity} bytes`));
+    });
+  };
+
+  app.post('/mutate', { onRequest: admit }, async (request, reply) => {
     // No body at all (no content type) is JSON's empty text.
     const result = await review(typeof request.body === 'string' ? request.body : '');
     switch (result.kind) {

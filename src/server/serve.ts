@@ -70,7 +70,15 @@ export async function startWebhook(
   });
 
   const handle = createReviewHandler({ defaults: config.model, facts: wiring.facts });
-  const app = buildApp({ tls: certificate, handle, state, metrics, logger: log, timeouts: options.timeouts });
+  const app = buildApp({
+    tls: certificate,
+    handle,
+    state,
+    metrics,
+    logger: log,
+    timeouts: options.timeouts,
+    limits: { maxConnections: config.maxConnections, maxBodyBytesInFlight: config.maxBodyBytesInFlight },
+  });
   const stopWatching = watchCertificate({
     certFile: config.tlsCertFile,
     keyFile: config.tlsPrivateKeyFile,

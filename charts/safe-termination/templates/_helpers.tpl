@@ -189,6 +189,8 @@ incomplete options fail the render here, with what to change.
   "--tls-cert-file=/etc/safe-termination/tls/tls.crt"
   "--tls-private-key-file=/etc/safe-termination/tls/tls.key"
   (printf "--tls-reload-interval=%s" (include $d $w.tlsReloadInterval))
+  (printf "--max-connections=%d" (int64 $w.maxConnections))
+  (printf "--max-body-bytes-in-flight=%d" (int64 $w.maxBodyBytesInFlight))
   (printf "--log-level=%s" $w.logLevel)
   (printf "--shutdown-delay=%s" (include $d $w.shutdownDelay))
   (printf "--shutdown-timeout=%s" (include $d $w.shutdownTimeout))

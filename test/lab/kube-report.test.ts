@@ -1,0 +1,142 @@
+/**
+ * The real lab's pure parts: reading kube-proxy's rules (iptables-save and nft
+ * output of kube-proxy v1.37.2, trimmed) and judging the windows.
+ */
+import t from 'tap';
+import { figures, formatTable, verdict, windowOf } from '../../lab/kube/report.ts';
+import { parseRules } from '../../lab/kube/rules.ts';
+import type { ClientEvent, KubeRunResult, Mode, StepResult } from '../../lab/kube/scenario.ts';
+
+const IPTABLES = `*nat
+:KUBE-SEP-6E7XQMQ4RAYOWTTM - [0:0]
+:KUBE-SVC-ERIFXISQEP7F7OF4 - [0:0]
+-A KUBE-SERVICES -d 10.96.0.38/32 -p udp -m comment --comment "lab-ipt-unprotected/echo:dns cluster IP" -m udp --dport 53 -j KUBE-SVC-ERIFXISQEP7F7OF4
+-A KUBE-SVC-ERIFXISQEP7F7OF4 ! -s 10.244.0.0/16 -d 10.96.0.38/32 -p udp -m comment --comment "lab-ipt-unprotected/echo:dns cluster IP" -m udp --dport 53 -j KUBE-MARK-MASQ
+-A KUBE-SVC-ERIFXISQEP7F7OF4 -m comment --comment "lab-ipt-unprotected/echo:dns -> 10.244.1.2:53" -m statistic --mode random --probability 0.33333333349 -j KUBE-SEP-6E7XQMQ4RAYOWTTM
+-A KUBE-SVC-ERIFXISQEP7F7OF4 -m comment --comment "lab-ipt-unprotected/echo:dns -> 10.244.1.3:53" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-IT2ZTR26TO4XFPTO
+-A KUBE-SVC-ERIFXISQEP7F7OF4 -m comment --comment "lab-ipt-unprotected/echo:dns -> 10.244.1.4:53" -j KUBE-SEP-XLB2PLFHXYGWMBXA
+-A KUBE-SEP-6E7XQMQ4RAYOWTTM -p udp -m comment --comment "lab-ipt-unprotected/echo:dns" -m udp -j DNAT --to-destination 10.244.1.2:53
+-A KUBE-SVC-5GFMR3YXYNZCXSAB -m comment --comment "lab-ipt-unprotected/solo:http -> 10.244.1.5:8080" -j KUBE-SEP-QJ7LDA2GGDCUMYVS
+COMMIT
+`;
+
+const NFTABLES = `table ip kube-proxy {
+	chain service-endpoints-check {
+		ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+	}
+
+	chain service-UDLTOOUU-lab-nft-unprotected/echo/tcp/http {
+		meta l4proto tcp dnat ip to numgen random mod 3 map { 0 : 10.244.1.2 . 8080, 1 : 10.244.1.3 . 8080, 2 : 10.244.1.4 . 8080 }
+	}
+
+	chain service-I5FVMCON-lab-nft-unprotected/solo/udp/dns {
+		meta l4proto udp dnat to 10.244.1.5:53
+	}
+
+	chain service-OLDSTYLE-ns/old/udp/dns {
+		numgen random mod 2 vmap { 0 : goto endpoint-5OJB2KTY-ns/old/udp/dns__10.244.1.7/53 , 1 : goto endpoint-X-ns/old/udp/dns__10.244.1.8/53 }
+	}
+
+	chain endpoint-ZZZZ-lab-nft-unprotected/echo/tcp/http__10.244.1.9/8080 {
+		ip saddr 10.244.1.9 jump mark-for-masquerade
+		meta l4proto tcp dnat to 10.244.1.9:8080
+	}
+}
+`;
+
+const sets = (m: Map<string, Set<string>>): Record<string, string[]> => Object.fromEntries([...m].map(([k, v]) => [k, [...v].sort()]));
+
+t.test('parseRules reads which endpoints each Service port sends new flows to', async (t) => {
+  t.same(sets(parseRules('iptables', IPTABLES)), {
+    'lab-ipt-unprotected/echo:dns': ['10.244.1.2', '10.244.1.3', '10.244.1.4'],
+    'lab-ipt-unprotected/solo:http': ['10.244.1.5'],
+  });
+  t.same(
+    sets(parseRules('nftables', NFTABLES)),
+    {
+      'lab-nft-unprotected/echo:http': ['10.244.1.2', '10.244.1.3', '10.244.1.4'],
+      'lab-nft-unprotected/solo:dns': ['10.244.1.5'],
+      'ns/old:dns': ['10.244.1.7', '10.244.1.8'],
+    },
+    'an endpoint chain no service chain refers to does not count',
+  );
+  t.same(sets(parseRules('nftables', '')), {});
+});
+
+const ev = (t: number, d: number, k: ClientEvent['k'], o: ClientEvent['o'], b?: string): ClientEvent => (b === undefined ? { t, d, k, o } : { t, d, k, o, b });
+
+function step(label: '3→2' | '1→0', mode: Mode, events: ClientEvent[]): StepResult {
+  const removal = 1000;
+  const ct = { atRemoval: 1, atExit: 1, atEnd: 0, ghosts: 0 };
+  return {
+    step: label,
+    pod: { name: 'echo-x', ip: '10.244.1.2' },
+    stored: mode === 'protected' ? { preStop: 'sleep action 5s', grace: 35, record: { v: 1 } } : { preStop: 'none', grace: 30, record: null },
+    timeline: { scaled: -20, removal, preStopDone: undefined, sigterm: 0, notReady: undefined, exit: 10, torndown: 200, removed: 250, end: 9000 },
+    events,
+    conntrack: { udp: ct, tcp: ct },
+  };
+}
+
+const run = (mode: Mode, events32: ClientEvent[]): KubeRunResult => ({
+  proxy: 'iptables',
+  mode,
+  namespace: `lab-ipt-${mode}`,
+  steps: [step('3→2', mode, events32), step('1→0', mode, [ev(2000, 5, 'udp', 'refused')])],
+});
+
+t.test('windows: before the deletion, by send time before/after the removal from the rules', async (t) => {
+  t.equal(windowOf(ev(-500, 100, 'udp', 'timeout'), 1000), 'before');
+  t.equal(windowOf(ev(-500, 2000, 'udp', 'timeout'), 1000), 'race', 'in flight at the deletion, failed after it');
+  t.equal(windowOf(ev(900, 2000, 'udp', 'timeout'), 1000), 'race', 'sent before the removal, timed out after it');
+  t.equal(windowOf(ev(1000, 5, 'tcp-short', 'refused'), 1000), 'after');
+  t.equal(windowOf(ev(5000, 5, 'udp', 'timeout'), undefined), 'race', 'never removed: all race');
+});
+
+t.test('figures count per kind and window; served-after counts the removed pod answering', async (t) => {
+  const [s32, s10] = figures(
+    run('unprotected', [ev(100, 2000, 'udp', 'timeout'), ev(1200, 3, 'udp', 'ok', 'echo-x'), ev(1300, 2000, 'udp-pinned', 'timeout'), ev(50, 2, 'tcp-short', 'refused'), ev(60, 2, 'tcp-short', 'ok', 'echo-y')]),
+  );
+  t.same(s32!.kinds.udp, { sent: 2, failed: 1, byWindow: { before: 0, race: 1, after: 0 }, outcomes: { refused: 0, reset: 0, unreachable: 0, timeout: 1, wrong: 0 }, servedAfterRemoval: 1 });
+  t.equal(s32!.kinds['udp-pinned']!.byWindow.after, 1);
+  t.equal(s32!.kinds['tcp-short']!.byWindow.race, 1);
+  t.equal(s10!.kinds.udp!.byWindow.after, 1);
+  const table = formatTable([s32!, s10!]);
+  t.match(table, /iptables\s+unprotected\s+3→2\s+udp lookups\s+2\s+1\s+1\s+0/);
+  t.match(table, /out of the rules \+1\.0s, SIGTERM \+0\.0s/);
+});
+
+t.test('verdict: the race unprotected, none protected; pinned flows and 1→0 reported, not judged', async (t) => {
+  const u = figures(run('unprotected', [ev(100, 2000, 'udp', 'timeout'), ev(200, 3, 'tcp-short', 'refused')]));
+  const p = figures(run('protected', [ev(100, 5, 'udp', 'ok'), ev(3000, 2000, 'udp-pinned', 'timeout'), ev(3000, 2000, 'tcp-stream', 'reset')]));
+  const ok = verdict([...u, ...p]);
+  t.ok(ok.ok, ok.lines.join('\n'));
+  t.same(
+    ok.checks.map((c) => [c.name, c.proxy, c.ok]),
+    [
+      ['endpoint-left-rules', 'all', true],
+      ['pods-through-webhook', 'all', true],
+      ['unprotected-race', 'iptables', true],
+      ['protected-no-race-failure', 'iptables', true],
+    ],
+  );
+  t.match(ok.lines.join('\n'), /iptables protected 3→2: race 0 .*pinned — udp-pinned 1, tcp-stream 1/);
+
+  const early = verdict([...figures(run('unprotected', [ev(-3000, 5, 'udp', 'timeout'), ev(200, 3, 'tcp-short', 'refused')])), ...p]);
+  t.ok(early.ok, 'a failure before the deletion is not judged');
+  t.ok(early.lines.includes('(failures before any deletion, not judged: iptables unprotected 3→2 1)'), 'but said');
+
+  const noRace = verdict([...figures(run('unprotected', [ev(3000, 5, 'udp', 'timeout')])), ...p]);
+  t.notOk(noRace.ok);
+  t.match(noRace.lines.at(-1), /FAILED — unprotected-race/);
+
+  const raced = verdict([...u, ...figures(run('protected', [ev(500, 2000, 'tcp-ka', 'reset')]))]);
+  t.notOk(raced.ok);
+  t.match(raced.checks.find((c) => c.name === 'protected-no-race-failure')!.message, /failed 1 short flows in the race window \(udp 0, tcp-short 0, tcp-ka 1\)|tcp-ka 1/);
+
+  const stuck = verdict([...figures(run('unprotected', [ev(100, 2000, 'udp', 'timeout')])).map((s) => ({ ...s, timeline: { ...s.timeline, removal: undefined } })), ...p]);
+  t.notOk(stuck.checks.find((c) => c.name === 'endpoint-left-rules')!.ok);
+
+  const notInjected = verdict([...u, ...figures(run('protected', [])).map((s) => ({ ...s, stored: { preStop: 'none', grace: 30, record: null } }))]);
+  t.notOk(notInjected.checks.find((c) => c.name === 'pods-through-webhook')!.ok);
+});
