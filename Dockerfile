@@ -1,8 +1,12 @@
 # syntax=docker/dockerfile:1
 # The webhook and the agent in one image: `serve` by default, `agent` for the DaemonSet.
+# The build stage runs the exact Node the tests ran (package.json's `node` devDependency).
+# Pin both images by digest (`@sha256:…`) when you build: these machines reach no image
+# registry to look the digests up.
 ARG NODE_MAJOR=26
+ARG NODE_VERSION=26.10.0
 
-FROM node:${NODE_MAJOR}-trixie-slim AS build
+FROM node:${NODE_VERSION}-trixie-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 # --ignore-scripts: the image's own Node builds; the pinned `node` package is for development.

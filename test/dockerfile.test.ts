@@ -13,10 +13,12 @@ const dockerfile = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
 const dockerignore = readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n');
 const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { devDependencies: Record<string, string>; bin: Record<string, string> };
 
-t.test('the image runs the pinned Node major', async (t) => {
-  const pinned = pkg.devDependencies['node']!.replace(/^[^\d]*/, '').split('.')[0];
+t.test('the image builds on the Node the tests ran and runs its major', async (t) => {
+  const version = pkg.devDependencies['node']!.replace(/^[^\d]*/, '');
+  const pinned = version.split('.')[0];
   t.match(dockerfile, new RegExp(`^ARG NODE_MAJOR=${pinned}$`, 'm'));
-  t.match(dockerfile, /^FROM node:\$\{NODE_MAJOR\}-[a-z]+-slim AS build$/m);
+  t.match(dockerfile, new RegExp(`^ARG NODE_VERSION=${version.replaceAll('.', '\\.')}$`, 'm'), 'the exact version of package.json\'s node');
+  t.match(dockerfile, /^FROM node:\$\{NODE_VERSION\}-[a-z]+-slim AS build$/m);
   t.match(dockerfile, /^FROM gcr\.io\/distroless\/nodejs\$\{NODE_MAJOR\}-debian\d+:nonroot$/m);
 });
 

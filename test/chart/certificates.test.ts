@@ -55,6 +55,7 @@ t.test('generate mode: a CA and a serving certificate, and the caBundle is that 
   const notAfter = Date.parse(secret.metadata.annotations?.['safe-termination.io/certificate-not-after'] ?? '');
   t.ok(Math.abs(notAfter - Date.parse(cert.validTo)) < 120_000, 'the Secret records the expiry, for renewal on upgrade');
   t.equal(podSpecOf(one(objects, 'Deployment')).volumes.find((v: { name: string }) => v.name === 'tls').secret.secretName, secret.metadata.name, 'the webhook mounts it');
+  t.equal(podSpecOf(one(objects, 'Deployment')).volumes.find((v: { name: string }) => v.name === 'tls').secret.defaultMode, 0o400, 'the key mounted owner-read only (group read for the fsGroup)');
   t.notOk(one(objects, 'MutatingWebhookConfiguration').metadata.annotations?.['cert-manager.io/inject-ca-from']);
 
   const short = one(await render({ set: ['certificates.generate.validityDays=30'] }), 'Secret');
