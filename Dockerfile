@@ -15,7 +15,18 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npx tsc -p tsconfig.build.json && npm prune --omit=dev --ignore-scripts
 
+# The agent's conntrack reaper deletes entries with Debian's conntrack tool (netlink):
+# the binary and the three libraries it links beyond libc, in the multiarch library
+# directory of the image's architecture (resolved: Debian 13 merges /lib into /usr/lib).
+FROM debian:trixie-slim AS conntrack
+RUN apt-get update && apt-get install -y --no-install-recommends conntrack \
+ && mkdir -p /out/usr/sbin && cp /usr/sbin/conntrack /out/usr/sbin/ \
+ && for l in $(ldd /usr/sbin/conntrack | awk '/libnetfilter_conntrack|libmnl|libnfnetlink/ { print $3 }'); do \
+      d="/out$(readlink -f "$(dirname "$l")")"; mkdir -p "$d" && cp -L "$l" "$d/"; \
+    done
+
 FROM gcr.io/distroless/nodejs${NODE_MAJOR}-debian13:nonroot
+COPY --from=conntrack /out/ /
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=build /src/package.json ./package.json

@@ -18,6 +18,8 @@
  *          before a change, as server "baseline": before/after in the same run, and
  *          both loaded at once, as the ceiling and the webhook always are)
  *        --ab-rounds N (rounds of the loaded-at-once comparisons, default 5)
+ *        --e2e (only the end-to-end mode: pod creation on a real API server with and
+ *          without the webhook, bench/e2e.ts; its own flags, `--e2e --help` lists them)
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -27,7 +29,9 @@ import { applyAnswer } from '../test/support/patch.ts';
 import type { ReviewAnswer } from '../test/support/patch.ts';
 import { podProblems } from '../test/support/pod-validation.ts';
 import { httpsRequest, makeCerts } from '../test/support/webhook.ts';
+import { progress } from '../scripts/progress.ts';
 import { measureInProcess } from './inprocess.ts';
+import { measureServices, servicesReport } from './services.ts';
 import type { InProcessRow } from './inprocess.ts';
 import { runAutocannon, runPaced } from './load.ts';
 import type { LoadResult, LoadTarget } from './load.ts';
@@ -37,7 +41,10 @@ import { formatProfile, summarizeProfile } from './profile.ts';
 import { benchReviews } from './reviews.ts';
 import type { BenchReview } from './reviews.ts';
 
+// --e2e: bench/e2e.ts alone, with its own flags; the flags below then keep their defaults.
+const E2E = process.argv.slice(2).includes('--e2e');
 const { values: flags } = parseArgs({
+  args: E2E ? [] : process.argv.slice(2),
   options: {
     duration: { type: 'string', default: '8' },
     connections: { type: 'string', default: '1,8,32' },
@@ -72,7 +79,9 @@ interface Row extends LoadResult {
   readonly load1: number;
 }
 
-const log = (s: string): void => void process.stderr.write(`${s}\n`);
+// A line per step with the elapsed time on stderr (scripts/progress.ts; quiet in CI logs: the report is on stdout).
+const progressLog = progress('bench');
+const log = (s: string): void => progressLog.step(s);
 const f1 = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : '–');
 const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '–');
 const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
@@ -220,6 +229,8 @@ async function main(): Promise<void> {
 
     log('in-process cost (no HTTP)');
     const inproc = measureInProcess(reviews);
+    log('Service index: 10,000 Services (1,000 in the pod\'s namespace) vs none');
+    const services = measureServices(reviews[0]!);
 
     await webhook.stop();
     const exit = await webhook.exited;
@@ -276,6 +287,10 @@ async function main(): Promise<void> {
       '| --- | ---: | ---: | ---: | ---: |',
       ...inproc.map((i: InProcessRow) => `| ${i.review} | ${f1(i.jsonParse)} | ${f1(i.podParse)} | ${f1(i.decidePatch)} | ${f1(i.handler)} |`),
       '',
+      '### The Service index (in process, 10,000 Services, bench/services.ts)',
+      '',
+      ...servicesReport(services),
+      '',
       '### Bars',
       '',
       ...bars,
@@ -288,7 +303,7 @@ async function main(): Promise<void> {
       '',
     ].join('\n');
     process.stdout.write(`\n${report}`);
-    if (flags.json) writeFileSync(flags.json, JSON.stringify({ machine, rows, latency, inproc, bars }, null, 2));
+    if (flags.json) writeFileSync(flags.json, JSON.stringify({ machine, rows, latency, inproc, services, bars }, null, 2));
   } finally {
     await cleanup();
     rmSync(dir, { recursive: true, force: true });
@@ -358,4 +373,4 @@ async function profileRun(dir: string, certs: { certFile: string; keyFile: strin
   return parts.join('\n');
 }
 
-await main();
+await (E2E ? (await import('./e2e.ts')).runE2eBench(process.argv.slice(2).filter((a) => a !== '--e2e')) : main());

@@ -8,13 +8,17 @@
  * Root only; installs nothing (says what is missing). Everything it creates lives in
  * namespaces named st-lab-<pid>-*, deleted at the end, on failure and on Ctrl-C.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { describePlan, backendPod, nodeFacts, planFor } from './plan.ts';
 import { figures, formatTable, verdict } from './report.ts';
 import type { RunFigures } from './report.ts';
 import { MODES, runScenario } from './scenario.ts';
-import type { Mode, ScenarioConfig, Termination } from './scenario.ts';
+import type { Mode, RunResult, ScenarioConfig, Termination } from './scenario.ts';
+import { emulatedAsRun, plotTimelines } from './kube/plot.ts';
 import { checkPrerequisites, Cleanup, run } from './sys.ts';
+import { progress } from '../scripts/progress.ts';
 import { createWorld, reapOrphans, setNodeConntrack } from './world.ts';
 
 // `--kube`: the lab on real Kubernetes components (lab/kube/), its own flags.
@@ -48,6 +52,9 @@ Flags:
                           pointing at it, and the protected run has no failure
                           (the drain-only run is reported, not judged)
   --events                with --json: include every client request (time after t0, kind, outcome, backend)
+  --plot FILE.svg         also draw each run's timeline (requests, deletion, preStop sleep,
+                          SIGTERM, removal from the rules, conntrack entries to the pod; the
+                          race and ghost windows shaded) into FILE.svg
 `;
 
 const { values } = parseArgs({
@@ -63,6 +70,7 @@ const { values } = parseArgs({
     'drain-only': { type: 'boolean', default: true },
     check: { type: 'boolean', default: false },
     events: { type: 'boolean', default: false },
+    plot: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   allowNegative: true,
@@ -126,6 +134,8 @@ const hardLimit = setTimeout(() => {
   void cleanup.run().finally(() => process.exit(3));
 }, hardLimitMs);
 hardLimit.unref();
+// A line per step with the elapsed time on stderr (quiet in CI logs).
+const steps = progress('lab');
 
 try {
   const reaped = await reapOrphans();
@@ -134,6 +144,7 @@ try {
   const conntrackVersion = (await run('conntrack', ['--version'])).trim();
 
   // The plan: from the pod spec and the node's conntrack values as read back from a node namespace.
+  steps.step('reading the node\'s conntrack values back from a probe namespace');
   const probe = await createWorld(process.pid, 'f', 0, cleanup);
   await setNodeConntrack(probe.node, { nf_conntrack_udp_timeout: config.udpTimeout, nf_conntrack_udp_timeout_stream: config.udpTimeoutStream });
   const facts = await nodeFacts(probe.node);
@@ -154,6 +165,7 @@ try {
 
   const timelineSleepMs = plan.sleepSeconds * 1000;
   const results: (RunFigures & { events?: unknown })[] = [];
+  const runs: RunResult[] = [];
   const modes: readonly Mode[] = values['drain-only'] ? MODES : MODES.filter((m) => m !== 'drain-only');
   for (const mode of modes) {
     const term: Termination =
@@ -166,8 +178,22 @@ try {
       protected: `preStop sleep ${plan.sleepSeconds}s, then drains gracefully on SIGTERM, grace ${term.graceSeconds}s`,
     }[mode];
     out(`${mode} run (${how}):\n`);
+    steps.step(`${mode} run (${modes.indexOf(mode) + 1} of ${modes.length})`);
     const result = await runScenario(config, term, timelineSleepMs, cleanup, log);
+    runs.push(result);
     results.push(values.events ? { ...figures(result), events: result.events } : figures(result));
+  }
+  steps.step('runs done: the report');
+  if (values.plot !== undefined) {
+    mkdirSync(dirname(values.plot), { recursive: true });
+    writeFileSync(
+      values.plot,
+      plotTimelines(runs.map(emulatedAsRun), {
+        title: 'The ghost-connection lab (emulated kube-proxy): what happens around a pod\'s deletion',
+        subtitle: `kube-proxy modelled: propagation ${propagationS}s, stale-UDP cleanup ${config.kubeProxyCleanup ? 'modelled' : 'missed'}; node udp-timeout ${config.udpTimeout}s; npm run lab${short ? ' -- --short' : ''}`,
+      }),
+    );
+    process.stderr.write(`lab: timeline written to ${values.plot}\n`);
   }
   const byMode = (mode: Mode): RunFigures | undefined => results.find((r) => r.mode === mode);
   const v = verdict(byMode('unprotected')!, byMode('protected')!, byMode('drain-only'));

@@ -107,6 +107,8 @@ export interface RunResult {
   readonly events: readonly ClientEvent[];
   readonly conntrack: { readonly udp: ProtocolConntrack; readonly tcp: ProtocolConntrack };
   readonly samples: number;
+  /** Every conntrack sample: entries (as in ProtocolConntrack) DNATed to the removed backend, ms after t0 (for --plot). */
+  readonly conntrackSeries?: readonly { readonly t: number; readonly udp: number; readonly tcp: number }[];
 }
 
 const SERVICE: LabService = {
@@ -398,6 +400,11 @@ export async function runScenario(cfg: ScenarioConfig, term: Termination, timeli
       events: events.map((e) => ({ ...e, t: e.t - t0 })),
       conntrack: { udp: ct('udp'), tcp: ct('tcp') },
       samples: samples.length,
+      conntrackSeries: samples.map((s) => {
+        const count = (protocol: 'udp' | 'tcp'): number =>
+          s.entries.filter((e) => e.protocol === protocol && e.reply.src === victim.ip && !(e.state !== undefined && CLOSED_STATES.has(e.state))).length;
+        return { t: s.at - t0, udp: count('udp'), tcp: count('tcp') };
+      }),
     };
   } finally {
     clearInterval(sampler);

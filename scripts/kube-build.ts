@@ -20,6 +20,7 @@ import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, r
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { progress as stepProgress } from './progress.ts';
 
 /** The newest 1.37 patch the module proxy serves that builds here. */
 export const KUBE_VERSION = 'v1.37.2';
@@ -105,19 +106,10 @@ export function buildModuleGoMod(release: ReleaseModule, version: string = KUBE_
   ].join('\n');
 }
 
-interface Progress {
-  step(text: string): void;
-}
-
-function progress(): Progress {
-  const start = Date.now();
-  const quiet = process.env['CI'] !== undefined && !process.stderr.isTTY;
-  return {
-    step(text) {
-      const elapsed = ((Date.now() - start) / 1000).toFixed(1);
-      if (!quiet || text.startsWith('built') || text.startsWith('found')) process.stderr.write(`kube:build [${elapsed}s] ${text}\n`);
-    },
-  };
+/** A line per step (scripts/progress.ts); in CI logs only what was built or found. */
+function progress(): { step(text: string): void } {
+  const p = stepProgress('kube:build');
+  return { step: (text) => p.step(text, { keep: text.startsWith('built') || text.startsWith('found') }) };
 }
 
 function run(command: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<void> {

@@ -306,6 +306,13 @@ export const AGENT_FLAGS = {
     'count the changes of this node\'s endpoints per Service from a watch of EndpointSlices (safe_termination_endpoint_changes_total, the ServiceEndpointChurn alert; needs list/watch of EndpointSlices)',
     false,
   ),
+  reap: flag.bool(
+    'delete the conntrack entries that still send flows to an endpoint that has left every EndpointSlice (the conntrack reaper; needs list/watch of EndpointSlices, CAP_NET_ADMIN and the conntrack tool)',
+    true,
+  ),
+  reapHold: flag.seconds('how long after an endpoint left every EndpointSlice its conntrack entries are reaped', 5),
+  reapMaxPerSecond: flag.int('the most conntrack entries the reaper deletes per second, on average', 2000, 1, 1_000_000),
+  reapDryRun: flag.bool('find and count the entries the reaper would delete (safe_termination_conntrack_reap_dry_run_total, logs) without deleting them', false),
   kubeconfig: CLUSTER_FLAGS.kubeconfig,
   logLevel: SERVER_FLAGS.logLevel,
 } as const;
@@ -322,6 +329,11 @@ export interface AgentConfig {
   readonly staleConntrackIntervalSeconds: number;
   /** Count endpoint changes per Service (safe_termination_endpoint_changes_total). */
   readonly endpointChanges: boolean;
+  /** The conntrack reaper (spec §10). */
+  readonly reap: boolean;
+  readonly reapHoldSeconds: number;
+  readonly reapMaxPerSecond: number;
+  readonly reapDryRun: boolean;
   readonly kubeconfig: string | undefined;
   readonly logLevel: LogLevel;
 }
@@ -347,6 +359,10 @@ export function parseAgentConfig(argv: readonly string[], env: Readonly<Record<s
     procNetDir: v.procNetDir,
     staleConntrackIntervalSeconds: v.staleConntrackInterval,
     endpointChanges: v.endpointChanges,
+    reap: v.reap,
+    reapHoldSeconds: v.reapHold,
+    reapMaxPerSecond: v.reapMaxPerSecond,
+    reapDryRun: v.reapDryRun,
     kubeconfig: v.kubeconfig,
     logLevel: v.logLevel,
   });

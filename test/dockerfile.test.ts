@@ -37,3 +37,11 @@ t.test('non-root, production dependencies only, clean context', async (t) => {
   t.notMatch(dockerfile, /COPY (\. |certs|test)/, 'no whole-tree, certificate or test copy');
   for (const path of ['node_modules', 'certs', 'test', '.git', 'dist']) t.ok(dockerignore.includes(path), `${path} is ignored`);
 });
+
+t.test('the conntrack tool for the agent\'s reaper: Debian\'s binary and its libraries, nothing else of that stage', async (t) => {
+  t.match(dockerfile, /^FROM debian:trixie-slim AS conntrack$/m, 'the Debian release of the distroless base (debian13)');
+  t.match(dockerfile, /apt-get install -y --no-install-recommends conntrack/);
+  t.match(dockerfile, /cp \/usr\/sbin\/conntrack \/out\/usr\/sbin\//);
+  t.match(dockerfile, /ldd \/usr\/sbin\/conntrack \| awk '\/libnetfilter_conntrack\|libmnl\|libnfnetlink\//);
+  t.match(dockerfile, /^COPY --from=conntrack \/out\/ \/$/m);
+});

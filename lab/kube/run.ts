@@ -6,14 +6,18 @@
  * as `safe-termination serve` (the webhook the API server calls) and `agent` (in
  * the node's namespace), and the LAB KUBELET stand-in (lab/kube/kubelet.ts).
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { controlPlaneSkipReason, startControlPlane } from '../../e2e/control-plane.ts';
 import type { ControlPlane } from '../../e2e/control-plane.ts';
 import { installChart, startHostAgent, startHostWebhook, waitFor } from '../../e2e/on-host.ts';
 import type { HostProcess } from '../../e2e/on-host.ts';
+import { progress } from '../../scripts/progress.ts';
 import { checkPrerequisites, Cleanup, run, which } from '../sys.ts';
 import { reapOrphans } from '../world.ts';
 import { LabKubelet } from './kubelet.ts';
+import { plotTimelines } from './plot.ts';
 import { figures, formatTable, LEGEND, verdict } from './report.ts';
 import type { StepFigures } from './report.ts';
 import { PROXY_MODES, RuleWatcher } from './rules.ts';
@@ -44,6 +48,9 @@ Flags:
   --json                 print the figures as JSON
   --events               with --json: every client request too
   --check                exit 1 unless the verdict's checks hold
+  --plot FILE.svg        also draw each run's timeline (requests, deletion, preStop
+                         sleep, SIGTERM, out of the rules, conntrack entries to the
+                         pod; the race and ghost windows shaded) into FILE.svg
 `;
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -60,6 +67,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       json: { type: 'boolean', default: false },
       events: { type: 'boolean', default: false },
       check: { type: 'boolean', default: false },
+      plot: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -131,11 +139,15 @@ export async function main(argv: readonly string[]): Promise<number> {
   hardLimit.unref();
 
   const NODE = 'lab-node';
+  // A line per step with the elapsed time on stderr (quiet in CI logs).
+  const steps = progress('lab');
+  const totalRuns = proxyModes.length * modes.length;
   const results: KubeRunResult[] = [];
   const versions: Record<string, string> = {};
   try {
     await reapOrphans();
     const started = Date.now();
+    steps.step('starting the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)');
     const plane: ControlPlane = await startControlPlane();
     cleanup.add('stop the control plane', () => plane.stop());
     versions['kubernetes'] = ((await plane.call<{ gitVersion: string }>('GET', '/version')).gitVersion);
@@ -143,6 +155,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     versions['conntrack'] = (await run('conntrack', ['--version'])).trim();
     if (proxyModes.includes('nftables')) versions['nft'] = (await run('nft', ['--version'])).trim();
     await plane.createNode(NODE);
+    steps.step('installing the chart with helm, starting the webhook');
     await installChart(plane, 'st', 'safe-termination', ['--wait=false']);
     const webhook = await startHostWebhook(plane, 'st', 'safe-termination');
     cleanup.add('stop the webhook', () => webhook.stop());
@@ -153,6 +166,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
     for (const proxy of proxyModes) {
       const tag = proxy === 'iptables' ? 'ki' : 'kn';
+      steps.step(`${proxy}: the node namespace, the agent, kube-proxy --proxy-mode=${proxy}`);
       const world = await createKubeWorld(plane, tag, cleanup);
       await setConntrackSysctls(world.node, { nf_conntrack_udp_timeout: udpTimeout, nf_conntrack_udp_timeout_stream: udpTimeout * 2, nf_conntrack_acct: 1 });
       const agent: HostProcess = await startHostAgent(plane, 'safe-termination', { nodeName: NODE, netns: { name: world.node, bridgePort: Number(new URL(world.apiServer).port) }, extraArgs: ['--interval=1s'] });
@@ -171,6 +185,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       out(`kube-proxy --proxy-mode=${proxy} in ${world.node}:\n`);
       for (const mode of modes) {
         out(`${proxy} / ${mode}:\n`);
+        steps.step(`${proxy} / ${mode} (run ${results.length + 1} of ${totalRuns})`);
         results.push(await runKubeScenario({ plane, world, kubelet, rules, proxy, cleanup, log }, mode, cfg));
       }
       await kubelet.stop();
@@ -181,6 +196,13 @@ export async function main(argv: readonly string[]): Promise<number> {
 
     const figs: StepFigures[] = results.flatMap((r) => figures(r));
     const v = verdict(figs);
+    if (values.plot !== undefined) {
+      steps.step(`drawing the timelines into ${values.plot}`);
+      const subtitle = `${versions['kubernetes']} (kube-proxy ${proxyModes.join(', ')}); node udp-timeout ${udpTimeout}s, pods annotated propagation-delay ${cfg.propagationDelay}; npm run lab -- --kube${short ? ' --short' : ''}; ${new Date().toISOString().slice(0, 10)}`;
+      mkdirSync(dirname(values.plot), { recursive: true });
+      writeFileSync(values.plot, plotTimelines(results, { subtitle }));
+      process.stderr.write(`lab: timeline written to ${values.plot}\n`);
+    }
     if (values.json) {
       process.stdout.write(
         JSON.stringify(

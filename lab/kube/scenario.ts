@@ -103,6 +103,8 @@ export interface StepResult {
   };
   readonly events: readonly ClientEvent[];
   readonly conntrack: { readonly udp: StepConntrack; readonly tcp: StepConntrack };
+  /** Every conntrack sample: entries (as in StepConntrack) DNATed to the deleted pod, ms after t0 (for --plot). */
+  readonly conntrackSeries: readonly { readonly t: number; readonly udp: number; readonly tcp: number }[];
 }
 
 export interface KubeRunResult {
@@ -306,11 +308,14 @@ export async function runKubeScenario(ctx: RunContext, mode: Mode, cfg: KubeScen
       const rel = (at: number | undefined): number | undefined => (at === undefined ? undefined : at - t0);
       const nearest = (at: number | undefined): Sample | undefined => (at === undefined ? undefined : samples.find((s) => s.at >= at));
       const exitSample = nearest(tl.exit);
-      const ct = (protocol: 'udp' | 'tcp'): StepConntrack => {
-        const toPod = (s: Sample | undefined): number =>
-          (s?.entries ?? []).filter((e) => e.protocol === protocol && e.reply.src === tl.ip && !(e.state !== undefined && CLOSED_STATES.has(e.state))).length;
-        return { atRemoval: toPod(nearest(removalAt)), atExit: toPod(exitSample), atEnd: toPod(endSample), ghosts: countGhosts(samples, exitSample, protocol, tl.ip) };
-      };
+      const toPod = (s: Sample | undefined, protocol: 'udp' | 'tcp'): number =>
+        (s?.entries ?? []).filter((e) => e.protocol === protocol && e.reply.src === tl.ip && !(e.state !== undefined && CLOSED_STATES.has(e.state))).length;
+      const ct = (protocol: 'udp' | 'tcp'): StepConntrack => ({
+        atRemoval: toPod(nearest(removalAt), protocol),
+        atExit: toPod(exitSample, protocol),
+        atEnd: toPod(endSample, protocol),
+        ghosts: countGhosts(samples, exitSample, protocol, tl.ip),
+      });
       const pod = stored.items.find((p) => p.metadata.uid === tl.uid);
       const recordText = pod?.metadata.annotations?.[RECORD];
       steps.push({
@@ -330,6 +335,7 @@ export async function runKubeScenario(ctx: RunContext, mode: Mode, cfg: KubeScen
         },
         events: events[step.app]!.map((e) => ({ ...e, t: e.t - t0 })),
         conntrack: { udp: ct('udp'), tcp: ct('tcp') },
+        conntrackSeries: samples.map((s) => ({ t: s.at - t0, udp: toPod(s, 'udp'), tcp: toPod(s, 'tcp') })),
       });
     }
     return { proxy: ctx.proxy, mode, namespace, steps };

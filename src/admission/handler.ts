@@ -29,6 +29,8 @@ export interface HandledReview {
   /** Short human summary for the log line. */
   readonly summary: string;
   readonly conntrack: Readonly<Partial<Record<ConntrackKey, ConntrackValue>>>;
+  /** The preStop sleep and grace period handed out, when the decision is `injected` (for the metrics). */
+  readonly injected?: { readonly sleepSeconds: number; readonly gracePeriodSeconds: number };
 }
 
 export interface MalformedReview {
@@ -100,7 +102,8 @@ function respond(uid: string, pod: string, podData: z.infer<typeof podSchema>, d
       if (ops.length === 0) {
         return { ...base, body: allowed(uid, d.warnings), outcome: 'allowed', decision: 'unchanged', reason: undefined, summary, conntrack: p.conntrack };
       }
-      return { ...base, body: patched(uid, ops, d.warnings), outcome: 'patched', decision: 'injected', reason: undefined, summary, conntrack: p.conntrack };
+      const injected = { sleepSeconds: p.sleepSeconds, gracePeriodSeconds: p.gracePeriodSeconds };
+      return { ...base, body: patched(uid, ops, d.warnings), outcome: 'patched', decision: 'injected', reason: undefined, summary, conntrack: p.conntrack, injected };
     }
   }
 }

@@ -28,6 +28,11 @@ import type { ServiceEndpointsOptions } from './service-endpoints.ts';
 import { StaleConntrackMonitor } from './stale-conntrack.ts';
 import { readConntrackStat } from './conntrack-stats.ts';
 import { EndpointChangeCounter } from './endpoint-changes.ts';
+import { deleteFlowGroup } from '../host/conntrack-delete.ts';
+import type { DeleteOptions } from '../host/conntrack-delete.ts';
+import { EndpointTracker } from './reap-rule.ts';
+import { Reaper } from './reaper.ts';
+import type { ReaperOptions } from './reaper.ts';
 
 export interface AgentTuning {
   readonly annotator?: Pick<NodeAnnotatorOptions, 'backoff' | 'requestTimeoutMs' | 'verifyEveryMs'>;
@@ -39,6 +44,8 @@ export interface AgentTuning {
     readonly endpoints?: Pick<ServiceEndpointsOptions, 'maxFailingMs' | 'informer'>;
     readonly table?: Partial<ConntrackTableOptions>;
   };
+  /** The conntrack reaper (tests): sweep timings, the deletion tool. */
+  readonly reap?: Pick<ReaperOptions, 'resweepMs' | 'retryMs'> & { readonly delete?: DeleteOptions };
 }
 
 export interface RunningAgent {
@@ -47,6 +54,8 @@ export interface RunningAgent {
   readonly annotator: NodeAnnotator | undefined;
   /** The stale-entry count, when --stale-conntrack-interval is set and the API server is reachable. */
   readonly staleConntrack: StaleConntrackMonitor | undefined;
+  /** The conntrack reaper, when --reap is on and the API server is reachable. */
+  readonly reaper: Reaper | undefined;
   /** Read the sysctls now and publish if needed (the interval timer does this too). */
   tick(): Promise<void>;
   stop(): Promise<void>;
@@ -55,7 +64,7 @@ export interface RunningAgent {
 type Availability = 'unknown' | 'available' | 'partial' | 'absent';
 
 export async function startAgent(config: AgentConfig, log: Logger, access: ClusterAccess, tuning: AgentTuning = {}): Promise<RunningAgent> {
-  const metrics = createAgentMetrics(config);
+  const metrics = createAgentMetrics({ ...config, reap: config.reap && access.kind !== 'none' });
   let annotator: NodeAnnotator | undefined;
   if (access.kind === 'none') {
     log.warn('not in a pod and no --kubeconfig: serving metrics only, publishing no Node annotations');
@@ -112,6 +121,7 @@ export async function startAgent(config: AgentConfig, log: Logger, access: Clust
     conntrack: availability,
     publish: annotator?.status(),
     staleConntrack: stale?.monitor?.status(),
+    reaper: stale?.reaper?.status(),
   }));
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error) => {
@@ -145,6 +155,7 @@ export async function startAgent(config: AgentConfig, log: Logger, access: Clust
     metrics,
     annotator,
     staleConntrack: stale?.monitor,
+    reaper: stale?.reaper,
     tick,
     stop: async () => {
       stopped = true;
@@ -161,8 +172,9 @@ export async function startAgent(config: AgentConfig, log: Logger, access: Clust
 
 /**
  * The informers of the Services' endpoints, for the stale-entry count of
- * --stale-conntrack-interval (with its scan loop) and the endpoint-change count of
- * --endpoint-changes (EndpointSlices only), started.
+ * --stale-conntrack-interval (with its scan loop), the endpoint-change count of
+ * --endpoint-changes (EndpointSlices only) and the conntrack reaper of --reap
+ * (EndpointSlices of every node, with its sweeps), started.
  */
 function startStaleCount(
   config: AgentConfig,
@@ -170,32 +182,88 @@ function startStaleCount(
   access: ClusterAccess,
   metrics: AgentMetrics,
   tuning: AgentTuning,
-): { monitor: StaleConntrackMonitor | undefined; stop: () => Promise<void> } | undefined {
+): { monitor: StaleConntrackMonitor | undefined; reaper: Reaper | undefined; stop: () => Promise<void> } | undefined {
   const seconds = config.staleConntrackIntervalSeconds;
   const counting = seconds > 0 && metrics.stale !== undefined;
   const sink = metrics.endpointChanges;
-  if (!counting && sink === undefined) return undefined;
+  const reaping = config.reap && metrics.reap !== undefined;
+  if (!counting && sink === undefined && !reaping) return undefined;
   if (access.kind === 'none' || config.nodeName === undefined) {
     if (counting) log.warn('--stale-conntrack-interval needs the Kubernetes API (Services and EndpointSlices): not counting stale conntrack entries');
     if (sink !== undefined) log.warn('--endpoint-changes needs the Kubernetes API (EndpointSlices) and a node name: not counting endpoint changes');
+    if (config.reap) log.warn('--reap needs the Kubernetes API (EndpointSlices) and a node name: not reaping conntrack entries');
     return undefined;
   }
   const changes = sink === undefined ? undefined : new EndpointChangeCounter({ nodeName: config.nodeName, sink });
+  let reaper: Reaper | undefined;
+  const tracker = reaping
+    ? new EndpointTracker({ holdMs: config.reapHoldSeconds * 1000, onGone: (g) => reaper?.endpointGone(g) })
+    : undefined;
   const endpoints = new ServiceEndpoints({
     kubeConfig: access.kubeConfig,
     log,
     services: counting,
     // The change count alone keeps only this node's endpoints: a small cache on every node of a large cluster.
-    ...(counting ? {} : { onlyNode: config.nodeName }),
+    // (The reaper needs every node's: this node's flows go to pods anywhere.)
+    ...(counting || reaping ? {} : { onlyNode: config.nodeName }),
     ...(changes === undefined ? {} : { endpointChanges: changes }),
+    ...(tracker === undefined
+      ? {}
+      : {
+          onSlice: {
+            upsert: (slice, synced) => {
+              if (synced) tracker.markSynced();
+              tracker.upsert(slice, Date.now());
+            },
+            remove: (slice, synced) => {
+              if (synced) tracker.markSynced();
+              tracker.remove(slice, Date.now());
+            },
+          },
+        }),
     ...tuning.staleConntrack?.endpoints,
   });
   if (changes !== undefined) log.info({ node: config.nodeName }, 'counting endpoint changes per Service (watching EndpointSlices)');
-  if (!counting || metrics.stale === undefined) {
-    endpoints.start();
-    return { monitor: undefined, stop: () => endpoints.stop() };
+  const table = counting || reaping ? new ConntrackTable({ procNetDir: config.procNetDir, ...tuning.staleConntrack?.table }) : undefined;
+  if (tracker !== undefined && table !== undefined && metrics.reap !== undefined) {
+    const deleteOptions = { ...(tuning.staleConntrack?.table?.bin === undefined ? {} : { bin: tuning.staleConntrack.table.bin }), ...tuning.reap?.delete };
+    reaper = new Reaper({
+      tracker,
+      table,
+      deleter: (g) => deleteFlowGroup(g, deleteOptions),
+      metrics: metrics.reap,
+      log,
+      maxPerSecond: config.reapMaxPerSecond,
+      dryRun: config.reapDryRun,
+      // Stricter than the stale count: a pod created while the watch fails may reuse a gone endpoint's IP.
+      endpointsCurrent: () => endpoints.slicesCurrent(Date.now(), 30_000),
+      ...(tuning.reap?.resweepMs === undefined ? {} : { resweepMs: tuning.reap.resweepMs }),
+      ...(tuning.reap?.retryMs === undefined ? {} : { retryMs: tuning.reap.retryMs }),
+    });
+    const r = reaper;
+    void endpoints.synced.then(() => {
+      tracker.markSynced();
+      r.start();
+    });
+    log.info(
+      { holdSeconds: config.reapHoldSeconds, maxPerSecond: config.reapMaxPerSecond, dryRun: config.reapDryRun },
+      config.reapDryRun ? 'conntrack reaper on, dry run: counting the entries to endpoints gone from every EndpointSlice, deleting none' : 'conntrack reaper on: deleting the conntrack entries to endpoints gone from every EndpointSlice',
+    );
   }
-  const table = new ConntrackTable({ procNetDir: config.procNetDir, ...tuning.staleConntrack?.table });
+  const stopReaper = async (): Promise<void> => {
+    await reaper?.stop();
+  };
+  if (!counting || metrics.stale === undefined || table === undefined) {
+    endpoints.start();
+    return {
+      monitor: undefined,
+      reaper,
+      stop: async () => {
+        await stopReaper();
+        await endpoints.stop();
+      },
+    };
+  }
   const intervalMs = tuning.staleConntrack?.intervalMs ?? seconds * 1000;
   const monitor = new StaleConntrackMonitor({ table, endpoints, metrics: metrics.stale, log, intervalMs });
   endpoints.start();
@@ -204,7 +272,9 @@ function startStaleCount(
   if (seconds < 60) log.warn({ intervalSeconds: seconds }, 'reading a large conntrack table this often costs CPU; 60s or more is recommended');
   return {
     monitor,
+    reaper,
     stop: async () => {
+      await stopReaper();
       await monitor.stop();
       await endpoints.stop();
     },

@@ -10,6 +10,7 @@ import { STALE_ENTRIES_METRIC } from '../diagnose/probe.ts';
 import { CONNTRACK_STATS, readConntrackStat, readConntrackUsage } from './conntrack-stats.ts';
 import type { PublishResult } from './annotator.ts';
 import type { EndpointChangeSink } from './endpoint-changes.ts';
+import type { ReapMetrics } from './reaper.ts';
 
 export interface AgentMetrics {
   readonly registry: Registry;
@@ -20,7 +21,12 @@ export interface AgentMetrics {
   readonly stale: StaleMetrics | undefined;
   /** safe_termination_endpoint_changes_total; registered only when that count is on. */
   readonly endpointChanges: EndpointChangeSink | undefined;
+  /** The conntrack reaper's metrics; registered only when it is on. */
+  readonly reap: ReapMetrics | undefined;
 }
+
+export const REAPED_METRIC = 'safe_termination_conntrack_reaped_total';
+export const REAP_ERRORS_METRIC = 'safe_termination_conntrack_reap_errors_total';
 
 export const ENDPOINT_CHANGES_METRIC = 'safe_termination_endpoint_changes_total';
 
@@ -48,6 +54,7 @@ export function createAgentMetrics(dirs: {
   procNetDir: string;
   staleConntrackIntervalSeconds?: number;
   endpointChanges?: boolean;
+  reap?: boolean;
 }): AgentMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'safe_termination_agent_' });
@@ -133,6 +140,7 @@ export function createAgentMetrics(dirs: {
     registry,
     stale: (dirs.staleConntrackIntervalSeconds ?? 0) > 0 ? createStaleMetrics(registry) : undefined,
     endpointChanges: dirs.endpointChanges === true ? createEndpointChangeMetrics(registry) : undefined,
+    reap: dirs.reap === true ? createReapMetrics(registry) : undefined,
     setTimeouts(values) {
       for (const key of CONNTRACK_KEYS) {
         const v = values[key];
@@ -205,6 +213,50 @@ function createStaleMetrics(registry: Registry): StaleMetrics {
         duration.set(details.seconds);
         scanned.set(details.entries);
       }
+    },
+  };
+}
+
+function createReapMetrics(registry: Registry): ReapMetrics {
+  const registers = [registry];
+  const labelNames = ['namespace', 'service', 'protocol'] as const;
+  const reaped = new Counter({
+    name: REAPED_METRIC,
+    help: 'Conntrack entries the reaper deleted because their DNAT target had left every EndpointSlice of the Service (at least --reap-hold before), by the Service\'s namespace and name and the protocol.',
+    labelNames,
+    registers,
+  });
+  const dryRun = new Counter({
+    name: 'safe_termination_conntrack_reap_dry_run_total',
+    help: 'With --reap-dry-run: conntrack entries the reaper would have deleted, by Service and protocol (an entry still there at the next sweep counts again).',
+    labelNames,
+    registers,
+  });
+  const errors = new Counter({
+    name: REAP_ERRORS_METRIC,
+    help: 'Failures of the conntrack reaper: a conntrack -D that failed (one per Service frontend and target), or a sweep that could not read the table.',
+    registers,
+  });
+  const sweeps = new Counter({
+    name: 'safe_termination_conntrack_reap_sweeps_total',
+    help: 'Sweeps of the conntrack table by the reaper, by result (ok, not-ready: EndpointSlices not listed or not current, error: table unreadable).',
+    labelNames: ['result'],
+    registers,
+  });
+  const duration = new Gauge({
+    name: 'safe_termination_conntrack_reap_sweep_duration_seconds',
+    help: 'Time the last reaper sweep took (reading the table and deleting, rate limit included).',
+    registers,
+  });
+  errors.inc(0);
+  for (const result of ['ok', 'not-ready', 'error']) sweeps.inc({ result }, 0);
+  return {
+    reaped: (labels, n) => reaped.inc(labels, n),
+    wouldReap: (labels, n) => dryRun.inc(labels, n),
+    errors: (n) => errors.inc(n),
+    swept(result, seconds) {
+      sweeps.inc({ result });
+      if (seconds !== undefined) duration.set(seconds);
     },
   };
 }

@@ -156,6 +156,8 @@ export interface ServiceEndpointsOptions {
   readonly services?: boolean;
   /** Count endpoint changes per Service (endpoint-changes.ts) from the slices as they arrive. */
   readonly endpointChanges?: EndpointChangeCounter;
+  /** Told of every slice as it arrives or goes (the conntrack reaper's endpoint tracker); `synced`: after the first list. */
+  readonly onSlice?: { upsert(slice: TrimmedSlice, synced: boolean): void; remove(slice: TrimmedSlice, synced: boolean): void };
   /** Keep only this node's endpoints (when nothing but the endpoint-change count reads the slices). */
   readonly onlyNode?: string;
   /** Informer tuning (tests). */
@@ -213,12 +215,20 @@ export class ServiceEndpoints {
       listPage: (params, options) => discovery.listEndpointSliceForAllNamespaces(params, options),
       trim: (v) => trimSlice(v, o.onlyNode),
       onChange,
-      ...(changes === undefined
+      ...(changes === undefined && o.onSlice === undefined
         ? {}
         : {
             // The first list is the starting state; after it (watch events, relists) every difference counts.
-            onUpsert: (slice: TrimmedSlice) => changes.upsert(slice, this.#slices.status().synced),
-            onRemove: (slice: TrimmedSlice) => changes.remove(slice, this.#slices.status().synced),
+            onUpsert: (slice: TrimmedSlice) => {
+              const synced = this.#slices.status().synced;
+              changes?.upsert(slice, synced);
+              o.onSlice?.upsert(slice, synced);
+            },
+            onRemove: (slice: TrimmedSlice) => {
+              const synced = this.#slices.status().synced;
+              changes?.remove(slice, synced);
+              o.onSlice?.remove(slice, synced);
+            },
           }),
       forbiddenHint: FORBIDDEN_HINT,
     });
@@ -236,6 +246,15 @@ export class ServiceEndpoints {
 
   status(): ServiceEndpointsStatus {
     return { services: this.#services?.status() ?? NOT_WATCHED, endpointSlices: this.#slices.status() };
+  }
+
+  /**
+   * The EndpointSlices have been listed and their watch has not been failing for
+   * longer than `maxFailingMs` (default: the option's): the conntrack reaper's test.
+   */
+  slicesCurrent(now = Date.now(), maxFailingMs = this.#maxFailingMs): boolean {
+    const e = this.#slices.status();
+    return e.synced && (e.failingSince === undefined || now - e.failingSince <= maxFailingMs);
   }
 
   /** The index of the current endpoints, or why there is none to trust. */

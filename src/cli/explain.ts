@@ -8,6 +8,8 @@ import type { ConntrackKey } from '../core/conntrack.ts';
 import { isNativeSidecar } from '../core/pod.ts';
 import type { Input, Plan } from '../core/plan.ts';
 import { Annotation } from '../core/names.ts';
+import { howToSet, planTuning } from '../core/tuning.ts';
+import type { PlanTuning } from '../core/tuning.ts';
 import { ErrorCode, UsageError } from '../errors.ts';
 import { pointerSegments, toPointer } from '../manifest/edit.ts';
 import type { ManifestFacts } from '../manifest/facts.ts';
@@ -15,7 +17,7 @@ import { checkQuietVerbose, INPUT_FLAGS, parseCommandFlags, plainFlagHelp, prepa
 import type { CliIO } from '../manifest/options.ts';
 import { processManifest } from '../manifest/process.ts';
 import type { ManifestOutcome, TargetOutcome } from '../manifest/process.ts';
-import { SKIP_HINTS } from '../manifest/report.ts';
+import { SKIP_HINTS, untemplatedLines } from '../manifest/report.ts';
 import { formatProblem } from '../manifest/source.ts';
 import type { InputProblem } from '../manifest/source.ts';
 import { dottedPath } from '../manifest/workloads.ts';
@@ -33,8 +35,9 @@ const HELP = `Usage: safe-termination explain -f FILE|DIR|- [-f …] [-o text|js
 Shows, for every Pod and pod template of the manifests, what inject (and the
 webhook, given the same facts and flags) would do and why: each container and
 what it gets or why it is skipped, the sleep and the grace period with the
-arithmetic behind them, the preStop mode, and where every conntrack value came
-from. Nothing is written.
+arithmetic behind them, the preStop mode, where every conntrack value came
+from, and (tuning) the incident write-up's lower conntrack timeouts that would
+shorten the sleep, with how to set them: advice only. Nothing is written.
 
 Inputs and flags are those of 'safe-termination inject'; see its --help for the
 order in which conntrack sources answer.
@@ -95,6 +98,7 @@ async function explain(argv: readonly string[], io: CliIO): Promise<number> {
     const blocks = outcomes.flatMap((o) => o.targets.map((t) => explainText(o, t, configOrigin)));
     if (blocks.length > 0) io.stdout(blocks.join('\n'));
     else if (!v.quiet && fileProblems.length === 0) io.stderr('no Pods or pod templates found\n');
+    if (!v.quiet) for (const line of untemplatedLines(outcomes)) io.stderr(`${line}\n`);
   }
   if (fileProblems.length > 0) io.stderr(fileProblems.map((p) => `${formatProblem(p)}\n`).join(''));
   return failed ? 1 : 0;
@@ -231,6 +235,21 @@ function modeText(plan: Plan, configOrigin: ConfigOrigin): string {
   return `${action}; ${m.why}; prestop-mode auto (${origin})`;
 }
 
+/** The write-up's lower timeouts for the values this sleep used, and what each would take off it (advice). */
+function tuningOf(plan: Plan): PlanTuning[] {
+  const s = plan.sleep;
+  if (s.kind !== 'model') return [];
+  return planTuning(plan.conntrack, { seconds: plan.sleepSeconds, propagationDelaySeconds: s.propagationDelay.value, maxSleepSeconds: s.maxSleep.value });
+}
+
+function tuningText(tip: PlanTuning, t: TargetOutcome): string {
+  const ipvs = /IPVS/.test(t.conntrack?.origins[tip.key].long ?? '');
+  const how = ipvs
+    ? `kube-proxy's ipvs.udpTimeout and conntrack.udpTimeout: ${tip.recommended}s (IPVS mode keeps both tables)`
+    : howToSet(tip.key, tip.recommended);
+  return `${tip.key} ${tip.current}s → ${tip.recommended}s (the write-up's value): sleep ${tip.sleepRecommended}s, not ${tip.sleepNow}s (${tip.savedSeconds}s less per termination); ${how} — advice, not applied`;
+}
+
 function changeText(op: { op: string; path: string; value?: unknown }): string {
   const segments = pointerSegments(op.path);
   const path = dottedPath(segments.map((s) => (/^\d+$/.test(s) ? Number(s) : s)));
@@ -284,6 +303,10 @@ function explainText(o: ManifestOutcome, t: TargetOutcome, configOrigin: ConfigO
       }),
     );
   }
+  if (d.kind === 'inject') {
+    const tips = tuningOf(d.plan);
+    if (tips.length > 0) out += section('tuning', tips.map((tip) => tuningText(tip, t)));
+  }
   if (d.kind === 'inject' && t.ops.length > 0) out += section('changes', t.ops.map(changeText));
   if (d.warnings.length > 0) out += section('warnings', d.warnings);
   return out;
@@ -321,6 +344,7 @@ function explainJson(outcomes: readonly ManifestOutcome[], fileProblems: readonl
                 plan,
                 containers: containerLines(t),
                 arithmetic: { sleep: sleepText(plan, configOrigin, t.conntrack), grace: graceText(plan, t, configOrigin), mode: modeText(plan, configOrigin) },
+                tuning: tuningOf(plan).map((tip) => ({ ...tip, advice: tuningText(tip, t) })),
               }
             : {}),
           conntrack,
@@ -329,6 +353,19 @@ function explainJson(outcomes: readonly ManifestOutcome[], fileProblems: readonl
           problems: t.problems.map(formatProblem),
         };
       }),
+    ),
+    /** Objects of other API groups with no pod template: passed through. */
+    untemplated: outcomes.flatMap((o) =>
+      o.untemplated.map((u) => ({
+        file: o.source.name,
+        line: u.line ?? null,
+        document: u.document + 1,
+        kind: u.object.kind,
+        apiVersion: u.object.apiVersion,
+        namespace: u.object.namespace ?? null,
+        name: u.object.name ?? null,
+        reason: u.object.reason,
+      })),
     ),
     problems: fileProblems.map(formatProblem),
   };

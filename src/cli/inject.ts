@@ -11,7 +11,7 @@ import type { CliIO } from '../manifest/options.ts';
 import { problemLines, processManifest } from '../manifest/process.ts';
 import type { ManifestOutcome } from '../manifest/process.ts';
 import { STDIN } from '../manifest/read.ts';
-import { decisionLines, warningLines } from '../manifest/report.ts';
+import { decisionLines, untemplatedLines, warningLines } from '../manifest/report.ts';
 import { formatProblem } from '../manifest/source.ts';
 import { flagHelp, wantsHelp } from './help.ts';
 
@@ -29,12 +29,16 @@ Applies the webhook's decision to manifests: adds the preStop sleep, raises
 terminationGracePeriodSeconds and writes the safe-termination.io/injected record
 into every Pod and pod template (Deployment, StatefulSet, DaemonSet, ReplicaSet,
 ReplicationController, Job, CronJob, also inside List objects) of YAML or JSON
-manifests. Other objects pass through untouched; comments, key order and
-formatting are kept, so a diff shows only the injection. Running it again on its
-output changes nothing.
+manifests. A kind of another API group (OpenShift DeploymentConfig, Argo Rollout,
+a custom resource) counts when it holds a pod template at spec.template or
+spec.jobTemplate.spec.template; one that holds none is named on stderr (except
+Knative Services, whose API refuses the hook: their pods get it from the webhook).
+Other objects pass through untouched; comments, key order and formatting are
+kept, so a diff shows only the injection. Running it again on its output changes
+nothing.
 
-Job and CronJob templates are skipped unless --inject-job-pods, as the webhook
-skips pods owned by a Job. A template without terminationGracePeriodSeconds
+Job and CronJob templates (and spec.jobTemplate ones) are skipped unless
+--inject-job-pods, as the webhook skips pods owned by a Job. A template without terminationGracePeriodSeconds
 counts from the API default of 30s.
 
 Conntrack timeouts (per value, the first source that has it wins):
@@ -111,6 +115,7 @@ async function inject(argv: readonly string[], io: CliIO): Promise<number> {
 
   const outcomes = prep.sources.map((s) => processManifest(s, prep.config));
   if (!v.quiet) for (const line of warningLines(outcomes)) io.stderr(`${line}\n`);
+  if (!v.quiet) for (const line of untemplatedLines(outcomes)) io.stderr(`${line}\n`);
   if (v.verbose) for (const line of decisionLines(outcomes)) io.stderr(`${line}\n`);
   const problems = problemLines(outcomes);
   if (problems.length > 0) {

@@ -1,5 +1,6 @@
 /** Text rendering of a diagnosis (pure). */
 import type { DiagnoseReport, ServiceGroup } from './classify.ts';
+import type { TimeoutAdvice } from '../core/tuning.ts';
 
 export interface FormatOptions {
   /** Also list Services without stale entries. */
@@ -83,4 +84,32 @@ export function table(header: readonly string[], rows: readonly (readonly string
       .join('  ')
       .trimEnd();
   return [fmt(header), ...rows.map(fmt)];
+}
+
+/**
+ * The node's conntrack timeouts next to the write-up's values and the sleep each
+ * costs (core/tuning.ts): advice, printed after the report.
+ */
+export function formatTimeouts(advice: readonly TimeoutAdvice[], o: { readonly from: string; readonly propagationDelaySeconds: number; readonly maxSleepSeconds: number }): string {
+  if (advice.every((a) => a.current === undefined)) {
+    return `\nConntrack timeouts: none readable in ${o.from} (conntrack not loaded, or another directory: --conntrack-proc-dir).\n`;
+  }
+  const secs = (n: number | undefined): string => (n === undefined ? '-' : `${n}s`);
+  const rows = advice.map((a) => {
+    const sleep =
+      a.sizes === undefined
+        ? 'no sleep'
+        : `${a.sizes}: ${a.sleepNow === undefined ? '?' : `${a.sleepNow}s`}${a.sleepRecommended === undefined ? '' : ` → ${a.sleepRecommended}s`}`;
+    const saved = a.caution ?? (a.recommended === undefined ? '-' : a.savedSeconds > 0 ? `${a.savedSeconds}s per termination` : 'nothing');
+    return [a.key, a.current === undefined ? '?' : `${a.current}s`, secs(a.recommended), sleep, saved];
+  });
+  return [
+    '',
+    `Conntrack timeouts on this node (${o.from}), the write-up's values, and the sleep each sizes`,
+    `(propagation-delay ${o.propagationDelaySeconds}s, max-sleep ${o.maxSleepSeconds}s; advice only, nothing is changed):`,
+    ...table(['TIMEOUT', 'NODE', 'WRITE-UP', 'SLEEP IT SIZES (NOW → WRITE-UP)', 'SAVED'], rows, [false, true, true, false, false]),
+    "Set them with kube-proxy's conntrack.* fields (written when it starts) or sysctl -w net.netfilter.nf_conntrack_*",
+    '(README: "Tuning conntrack timeouts"); the agent publishes the new values and new pods get the shorter sleep.',
+    '',
+  ].join('\n');
 }

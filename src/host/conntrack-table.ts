@@ -271,3 +271,63 @@ export class ConntrackTable {
     }
   }
 }
+
+/** What `readConntrackText` read. */
+export interface TextRead {
+  /** Entries delivered. */
+  readonly entries: number;
+  /** Non-empty lines that are not entries (nor the tool's summary line). */
+  readonly skipped: number;
+  /** The first of them: its 1-based line number and why it is not an entry. */
+  readonly firstSkipped: { readonly lineNumber: number; readonly reason: string } | undefined;
+}
+
+/** The summary `conntrack -L` prints on stderr (sometimes captured with stdout). */
+const TOOL_SUMMARY = /^conntrack v[\d.]+ \(conntrack-tools\): \d+ flow entries have been shown\.$/;
+
+/**
+ * A saved listing (`conntrack -L [-o extended]`, or a copy of /proc/net/nf_conntrack)
+ * as it streams in, entry by entry, the way the table reader above takes the file:
+ * only the line being parsed is held, so a 500k-entry listing needs no more memory
+ * than a small one (`diagnose --conntrack-file`). Lines parseFlow refuses get the
+ * full parser (event lines of `conntrack -E`, tagged `[NEW]`), so every line
+ * parseConntrack (diagnose/conntrack.ts) accepts is an entry here too.
+ */
+export async function readConntrackText(input: AsyncIterable<Buffer | string>, onEntry: (entry: TallyEntry) => void): Promise<TextRead> {
+  let entries = 0;
+  let skipped = 0;
+  let lineNumber = 0;
+  let firstSkipped: TextRead['firstSkipped'];
+  const take = (raw: string): void => {
+    lineNumber++;
+    const line = raw.trim();
+    if (line === '' || TOOL_SUMMARY.test(line)) return;
+    const flow = parseFlow(line);
+    if (flow !== undefined) {
+      entries++;
+      onEntry(flow);
+      return;
+    }
+    const full = parseProcLine(line);
+    if (typeof full !== 'string') {
+      entries++;
+      onEntry(full);
+      return;
+    }
+    skipped++;
+    firstSkipped ??= { lineNumber, reason: full };
+  };
+  let rest = '';
+  for await (const chunk of input) {
+    // Listings are ASCII; latin1 decodes a chunk that ends mid-line without loss.
+    const text = rest + (typeof chunk === 'string' ? chunk : chunk.toString('latin1'));
+    let start = 0;
+    for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+      take(text.slice(start, nl));
+      start = nl + 1;
+    }
+    rest = text.slice(start);
+  }
+  if (rest !== '') take(rest);
+  return { entries, skipped, firstSkipped };
+}

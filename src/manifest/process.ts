@@ -26,7 +26,7 @@ import type { EditedDocument } from './render.ts';
 import { formatProblem, parseManifest } from './source.ts';
 import type { InputProblem, ManifestSource, ParsedManifest, SourceFormat } from './source.ts';
 import { dottedPath, findTargets, targetLabel, valueAt } from './workloads.ts';
-import type { Path, PodTarget } from './workloads.ts';
+import type { Path, PodTarget, UntemplatedObject } from './workloads.ts';
 
 export interface DoorConfig {
   readonly defaults: ModelDefaults;
@@ -52,6 +52,16 @@ export interface TargetOutcome {
   readonly problems: readonly InputProblem[];
 }
 
+/** An object of another API group than Kubernetes' own that holds no pod template (workloads.ts): passed through. */
+export interface UntemplatedOutcome {
+  readonly object: UntemplatedObject;
+  /** 0-based document of the file. */
+  readonly document: number;
+  readonly line: number | undefined;
+  /** "DeploymentConfig shop/web" */
+  readonly label: string;
+}
+
 export interface ManifestOutcome {
   readonly source: ManifestSource;
   readonly format: SourceFormat | undefined;
@@ -63,18 +73,23 @@ export interface ManifestOutcome {
   readonly changed: boolean;
   /** Documents printed anew because their formatting could not be kept. */
   readonly reprinted: readonly number[];
+  /** Objects of other API groups without a pod template, passed through (a note for the user). */
+  readonly untemplated: readonly UntemplatedOutcome[];
 }
 
 export function processManifest(source: ManifestSource, config: DoorConfig): ManifestOutcome {
   const parsed = parseManifest(source);
-  if (!parsed.ok) return { source, format: undefined, targets: [], problems: parsed.problems, output: source.text, changed: false, reprinted: [] };
+  if (!parsed.ok) return { source, format: undefined, targets: [], problems: parsed.problems, output: source.text, changed: false, reprinted: [], untemplated: [] };
   const m = parsed.manifest;
   const targets: TargetOutcome[] = [];
   const problems: InputProblem[] = [];
   const edits: EditedDocument[] = [];
+  const untemplated: UntemplatedOutcome[] = [];
   for (const d of m.documents) {
     const value: unknown = d.doc.toJS();
-    const found = findTargets(value);
+    const none: UntemplatedObject[] = [];
+    const found = findTargets(value, [], undefined, none);
+    for (const object of none) untemplated.push({ object, document: d.index, line: lineIn(m, d.index, d.doc, object.path), label: targetLabel(object) });
     if (found.length === 0) continue;
     const outcomes = found.map((t) => decideTarget(m, d.index, d.doc, value, t, config));
     targets.push(...outcomes);
@@ -86,9 +101,18 @@ export function processManifest(source: ManifestSource, config: DoorConfig): Man
     if ('problem' in edit) problems.push(edit.problem);
     else edits.push(edit);
   }
-  if (problems.length > 0) return { source, format: m.format, targets, problems, output: source.text, changed: false, reprinted: [] };
+  if (problems.length > 0) return { source, format: m.format, targets, problems, output: source.text, changed: false, reprinted: [], untemplated };
   const rendered = renderManifest(m, edits);
-  return { source, format: m.format, targets, problems, output: rendered.text, changed: edits.length > 0, reprinted: rendered.reprinted };
+  return { source, format: m.format, targets, problems, output: rendered.text, changed: edits.length > 0, reprinted: rendered.reprinted, untemplated };
+}
+
+/** The line of the node at `path` in a document (or of its nearest parent that has one). */
+function lineIn(m: ParsedManifest, index: number, doc: Document, path: Path): number | undefined {
+  for (let n = path.length; n >= 0; n--) {
+    const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] } | undefined;
+    if (node?.range) return m.lineAt(node.range[0]);
+  }
+  return m.documents[index]?.line;
 }
 
 function editDocument(m: ParsedManifest, index: number, doc: Document, value: unknown, ops: readonly Operation[]): EditedDocument | { problem: InputProblem } {
@@ -113,13 +137,7 @@ function editDocument(m: ParsedManifest, index: number, doc: Document, value: un
 function decideTarget(m: ParsedManifest, index: number, doc: Document, value: unknown, t: PodTarget, config: DoorConfig): TargetOutcome {
   const file = m.source.name;
   const label = targetLabel(t);
-  const lineOf = (path: Path): number | undefined => {
-    for (let n = path.length; n >= 0; n--) {
-      const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] } | undefined;
-      if (node?.range) return m.lineAt(node.range[0]);
-    }
-    return m.documents[index]?.line;
-  };
+  const lineOf = (path: Path): number | undefined => lineIn(m, index, doc, path);
   const line = lineOf(t.path);
   const base = { target: t, document: index, line, label };
   const fail = (problems: InputProblem[]): TargetOutcome => ({ ...base, decision: undefined, conntrack: undefined, pod: undefined, ops: [], problems });

@@ -40,3 +40,13 @@ export function warningLines(outcomes: readonly ManifestOutcome[]): string[] {
   }
   return out;
 }
+
+/** A note per object of another API group that holds no pod template: it passes through unchanged. */
+export function untemplatedLines(outcomes: readonly ManifestOutcome[]): string[] {
+  return outcomes.flatMap((o) =>
+    o.untemplated.map(
+      (u) =>
+        `${o.source.name}${u.line === undefined ? '' : `:${u.line}`}: ${u.label} (${u.object.apiVersion || 'no apiVersion'}): note: ${u.object.reason}; passed through unchanged${u.object.refused ? '' : ' (the webhook still sees its pods, if it makes any, when they are created)'}`,
+    ),
+  );
+}

@@ -1,7 +1,13 @@
 /**
  * Where the pods are in a manifest: a Pod is one itself; the workload kinds
- * carry a pod template at a fixed path; a List holds objects. Everything else
- * has none and passes through untouched.
+ * carry a pod template at a fixed path; a List holds objects. A kind of another
+ * API group than Kubernetes' own (OpenShift DeploymentConfig, Argo Rollout,
+ * Knative Service, any custom resource) has a pod template where the workload
+ * APIs keep one — spec.template, or spec.jobTemplate.spec.template (its pods are
+ * then a Job's) — when what is there is pod-shaped (a spec with containers).
+ * Everything else passes through untouched; of those other API groups' objects,
+ * the caller is told (`untemplated`), since their pods, if any, are made where
+ * inject cannot see them.
  */
 
 export type Path = ReadonlyArray<string | number>;
@@ -20,6 +26,21 @@ export interface PodTarget {
   readonly jobPods: boolean;
 }
 
+/** An object of another API group than Kubernetes' own, with no pod template where one is looked for. */
+export interface UntemplatedObject {
+  /** Path of the object in the document (`[]`, or into a List's items). */
+  readonly path: Path;
+  readonly kind: string;
+  readonly apiVersion: string;
+  readonly name: string | undefined;
+  readonly generateName: string | undefined;
+  readonly namespace: string | undefined;
+  /** Why it holds no pod template (or why its template is left alone), for people. */
+  readonly reason: string;
+  /** A pod template is there, but its API refuses what inject adds (REFUSED_GROUPS). */
+  readonly refused: boolean;
+}
+
 interface Workload {
   readonly groups: readonly string[];
   readonly template: Path;
@@ -36,6 +57,33 @@ export const WORKLOADS: Readonly<Record<string, Workload>> = {
   Job: { groups: ['batch'], template: ['spec', 'template'], jobPods: true },
   CronJob: { groups: ['batch'], template: ['spec', 'jobTemplate', 'spec', 'template'], jobPods: true },
 };
+
+/** Where a kind of another API group keeps its pod template, in the order looked at. */
+export const GENERIC_TEMPLATES: ReadonlyArray<{ readonly path: Path; readonly jobPods: boolean }> = [
+  { path: ['spec', 'template'], jobPods: false },
+  { path: ['spec', 'jobTemplate', 'spec', 'template'], jobPods: true },
+];
+
+/**
+ * API groups whose pod-shaped templates must not be injected, and why. Knative
+ * Serving's revision template is a restricted PodSpec: its API refuses a
+ * container's `lifecycle` and `terminationGracePeriodSeconds` (knative/serving
+ * #1314, #6381, #16463), so an injected Service could not be applied.
+ */
+export const REFUSED_GROUPS: Readonly<Record<string, string>> = {
+  'serving.knative.dev':
+    "Knative's revision template refuses lifecycle hooks and terminationGracePeriodSeconds, so inject leaves it alone; the webhook injects the pods of its Deployment when they are created",
+};
+
+/** Kubernetes' own API groups: their kinds are all known, and those not in WORKLOADS have no pod template. */
+export function isKubernetesGroup(group: string): boolean {
+  return ['', 'apps', 'batch', 'extensions', 'policy', 'autoscaling'].includes(group) || group.endsWith('.k8s.io') || group === 'k8s.io';
+}
+
+/** A pod template: a mapping whose spec is a mapping with a list of containers. */
+function isPodTemplate(v: unknown): boolean {
+  return isRecord(v) && isRecord(v['spec']) && Array.isArray(v['spec']['containers']);
+}
 
 export function apiGroup(apiVersion: string): string {
   const slash = apiVersion.indexOf('/');
@@ -63,16 +111,18 @@ export function valueAt(root: unknown, path: Path): unknown {
 
 /**
  * Every Pod and pod template in a document value, in document order. Items of
- * typed lists (DeploymentList…) without apiVersion/kind take the list's.
+ * typed lists (DeploymentList…) without apiVersion/kind take the list's. Objects
+ * of other API groups than Kubernetes' own that hold no pod template are added to
+ * `untemplated`, when given.
  */
-export function findTargets(value: unknown, base: Path = [], inherited?: { apiVersion: string; kind: string }): PodTarget[] {
+export function findTargets(value: unknown, base: Path = [], inherited?: { apiVersion: string; kind: string }, untemplated?: UntemplatedObject[]): PodTarget[] {
   if (!isRecord(value)) return [];
   const apiVersion = str(value['apiVersion']) ?? inherited?.apiVersion ?? '';
   const kind = str(value['kind']) ?? inherited?.kind ?? '';
   const items = value['items'];
   if ((kind === 'List' || kind.endsWith('List')) && Array.isArray(items)) {
     const itemType = kind === 'List' ? undefined : { apiVersion, kind: kind.slice(0, -'List'.length) };
-    return items.flatMap((item, i) => findTargets(item, [...base, 'items', i], itemType));
+    return items.flatMap((item, i) => findTargets(item, [...base, 'items', i], itemType, untemplated));
   }
   const meta = isRecord(value['metadata']) ? value['metadata'] : {};
   const common = {
@@ -83,9 +133,29 @@ export function findTargets(value: unknown, base: Path = [], inherited?: { apiVe
     namespace: str(meta['namespace']),
   };
   if (kind === 'Pod' && apiGroup(apiVersion) === '') return [{ ...common, path: base, template: false, jobPods: false }];
+  const group = apiGroup(apiVersion);
   const w = WORKLOADS[kind];
-  if (w === undefined || !w.groups.includes(apiGroup(apiVersion))) return [];
-  return [{ ...common, path: [...base, ...w.template], template: true, jobPods: w.jobPods ?? false }];
+  if (w !== undefined && w.groups.includes(group)) return [{ ...common, path: [...base, ...w.template], template: true, jobPods: w.jobPods ?? false }];
+  if (isKubernetesGroup(group) || kind === '') return [];
+  const refused = REFUSED_GROUPS[group];
+  if (refused !== undefined) {
+    untemplated?.push({ ...common, path: base, reason: refused, refused: true });
+    return [];
+  }
+  for (const g of GENERIC_TEMPLATES) {
+    if (isPodTemplate(valueAt(value, g.path))) return [{ ...common, path: [...base, ...g.path], template: true, jobPods: g.jobPods }];
+  }
+  const near = GENERIC_TEMPLATES.find((g) => valueAt(value, g.path) !== undefined);
+  untemplated?.push({
+    ...common,
+    path: base,
+    refused: false,
+    reason:
+      near === undefined
+        ? 'no pod template at spec.template or spec.jobTemplate.spec.template'
+        : `${dottedPath(near.path)} is not a pod template (no spec.containers list)`,
+  });
+  return [];
 }
 
 /** "Deployment shop/web", "Pod web-*". */

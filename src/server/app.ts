@@ -176,6 +176,10 @@ export function buildApp(o: AppOptions): WebhookApp {
     metrics.admissions.inc({ outcome: result.outcome });
     metrics.decisions.inc({ decision: result.decision, reason: result.reason ?? '' });
     for (const [key, v] of Object.entries(result.conntrack)) metrics.conntrackValues.inc({ key, source: v.source });
+    if (result.injected !== undefined) {
+      metrics.injectedSleep.observe(result.injected.sleepSeconds);
+      metrics.injectedGrace.observe(result.injected.gracePeriodSeconds);
+    }
     // Per-pod lines stay off the hot path (the pod's record annotation and the
     // metrics say what was done); a denial blocks a pod, so it is logged at info.
     const line = { uid: result.uid, pod: result.pod, decision: result.decision, reason: result.reason, outcome: result.outcome };

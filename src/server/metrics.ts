@@ -9,6 +9,8 @@ export interface WebhookMetrics {
   readonly decisions: Counter<'decision' | 'reason'>;
   readonly latency: Histogram<'outcome'>;
   readonly conntrackValues: Counter<'key' | 'source'>;
+  readonly injectedSleep: Histogram;
+  readonly injectedGrace: Histogram;
   readonly certificateExpiry: Gauge;
   readonly certificateReloads: Counter<'result'>;
   readonly ready: Gauge;
@@ -43,6 +45,18 @@ export function createWebhookMetrics(): WebhookMetrics {
       name: 'safe_termination_conntrack_values_used_total',
       help: 'Conntrack timeouts used to size a sleep, by key and by the source that gave the value.',
       labelNames: ['key', 'source'],
+      registers,
+    }),
+    injectedSleep: new Histogram({
+      name: 'safe_termination_injected_sleep_seconds',
+      help: 'PreStop sleeps handed out to pods (decision injected), seconds.',
+      buckets: [1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600],
+      registers,
+    }),
+    injectedGrace: new Histogram({
+      name: 'safe_termination_injected_grace_seconds',
+      help: 'Termination grace periods of the pods injected (decision injected), seconds.',
+      buckets: [10, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600],
       registers,
     }),
     certificateExpiry: new Gauge({

@@ -62,7 +62,7 @@ interface Rig {
 
 async function runAgent(t: Test, api: FakeApiServer | undefined, proc: Proc, o: { nodeName?: string; intervalMs?: number } = {}): Promise<Rig> {
   const config = parseAgentConfig(
-    ['--metrics-port', '0', '--bind-address', '127.0.0.1', '--conntrack-proc-dir', proc.sys, '--proc-net-dir', proc.net, '--node-name', o.nodeName ?? 'worker-1'],
+    ['--metrics-port', '0', '--bind-address', '127.0.0.1', '--conntrack-proc-dir', proc.sys, '--proc-net-dir', proc.net, '--node-name', o.nodeName ?? 'worker-1', '--reap=false'],
     {},
   );
   const logs = new LogCapture();
@@ -154,7 +154,7 @@ t.test('a restart finds its values already on the Node: reads, does not write', 
 t.test('someone edits the annotation: the periodic re-read puts the value back', async (t) => {
   const api = await apiWith(t, 'worker-1');
   const proc = fakeProc(t);
-  const config = parseAgentConfig(['--metrics-port', '0', '--bind-address', '127.0.0.1', '--conntrack-proc-dir', proc.sys, '--proc-net-dir', proc.net], { NODE_NAME: 'worker-1' });
+  const config = parseAgentConfig(['--metrics-port', '0', '--bind-address', '127.0.0.1', '--conntrack-proc-dir', proc.sys, '--proc-net-dir', proc.net, '--reap=false'], { NODE_NAME: 'worker-1' });
   const kc = new KubeConfig();
   kc.loadFromString(api.kubeconfig());
   const agent = await startAgent(config, createLogger('silent'), { kind: 'kubeconfig', kubeConfig: kc, server: api.url, path: 'x' }, {

@@ -106,7 +106,7 @@ t.test('the agent with --endpoint-changes: EndpointSlices only, changes over the
   mkdirSync(join(root, 'sys'), { recursive: true });
   writeFileSync(join(root, 'sys/nf_conntrack_udp_timeout'), '30\n');
   const config = parseAgentConfig(
-    ['--metrics-port', '0', '--bind-address', '127.0.0.1', '--conntrack-proc-dir', join(root, 'sys'), '--proc-net-dir', join(root, 'net'), '--node-name', 'worker-1', '--endpoint-changes'],
+    ['--metrics-port', '0', '--bind-address', '127.0.0.1', '--conntrack-proc-dir', join(root, 'sys'), '--proc-net-dir', join(root, 'net'), '--node-name', 'worker-1', '--endpoint-changes', '--reap=false'],
     {},
   );
   t.equal(config.endpointChanges, true);

@@ -198,13 +198,20 @@ t.test('no readable table: available 0, said once with the reasons; counts once 
   t.equal(r.msgs(/counting stale conntrack entries$/).length, 0);
 });
 
-t.test('off by default: no stale metrics, no Service or EndpointSlice request', async (t) => {
+t.test('off by default: no stale metrics; with the reaper off too, no Service or EndpointSlice request', async (t) => {
   const api = await cluster(t);
-  const r = await rig(t, api, { args: [] });
+  const r = await rig(t, api, { args: ['--reap=false'] });
   await waitUntil(() => api.node('worker-1')!['metadata']['annotations']['conntrack.safe-termination.io/udp-timeout'] === '30', 'published');
   t.equal(r.agent.staleConntrack, undefined);
   t.notMatch(await r.metrics(), /stale/);
   t.same(api.requests.filter((q) => q.path !== '/api/v1/nodes/worker-1'), [], 'only its own Node');
+
+  const api2 = await cluster(t);
+  const byDefault = await rig(t, api2, { args: [] });
+  await waitUntil(() => api2.requests.some((q) => q.path === '/apis/discovery.k8s.io/v1/endpointslices'), 'the reaper (on by default) lists EndpointSlices');
+  t.equal(byDefault.agent.staleConntrack, undefined, 'the stale count stays off');
+  t.notMatch(await byDefault.metrics(), /stale_entries/);
+  t.same(api2.requests.filter((q) => q.path.includes('/services')), [], 'and no Service is read');
 });
 
 t.test('on, but no cluster: said once, metrics only', async (t) => {

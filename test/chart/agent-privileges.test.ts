@@ -8,6 +8,9 @@
  * With agent.staleConntrack.enabled the chart's one extra grant, supplementary group
  * 0, is what lets the table reader read /proc/net/nf_conntrack (0440 root:root):
  * with it the reader gets the namespace's real DNAT entries, without it EACCES.
+ * With agent.reap.enabled (the default) the container runs as uid 0 with NET_ADMIN
+ * as its only capability: exactly what lets the reaper's `conntrack -D` delete an
+ * entry, which the reaper-off context cannot.
  * Needs root, iproute2 and util-linux's setpriv (CI has them); skipped otherwise.
  */
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
@@ -28,7 +31,8 @@ const why =
   : undefined;
 
 t.test('the agent reads the node\'s conntrack values as its unprivileged pod user', { skip: why ?? false }, async (t) => {
-  const ds = one(await render(), 'DaemonSet');
+  // agent.reap.enabled=false: the agent's least privilege without the reaper (with it: the last test).
+  const ds = one(await render({ set: ['agent.reap.enabled=false'] }), 'DaemonSet');
   const pod = podSpecOf(ds);
   const sc = { ...pod.securityContext, ...pod.containers[0].securityContext };
   t.equal(pod.hostNetwork, true, 'the agent is in the node\'s network namespace');
@@ -73,8 +77,8 @@ t.test('the agent reads the node\'s conntrack values as its unprivileged pod use
 });
 
 t.test('agent.staleConntrack: supplementary group 0, and nothing else, lets the agent read the conntrack table', { skip: why ?? (existsSync('/proc/net/nf_conntrack') ? (has('iptables') ? false : 'needs iptables') : 'no /proc/net/nf_conntrack (CONFIG_NF_CONNTRACK_PROCFS)') }, async (t) => {
-  const on = podSpecOf(one(await render({ set: ['agent.staleConntrack.enabled=true'] }), 'DaemonSet'));
-  const off = podSpecOf(one(await render(), 'DaemonSet'));
+  const on = podSpecOf(one(await render({ set: ['agent.staleConntrack.enabled=true', 'agent.reap.enabled=false'] }), 'DaemonSet'));
+  const off = podSpecOf(one(await render({ set: ['agent.reap.enabled=false'] }), 'DaemonSet'));
   const sc = { ...on.securityContext, ...on.containers[0].securityContext };
   t.same(sc.capabilities, { drop: ['ALL'] }, 'still no capability');
   t.same(on.securityContext.supplementalGroups, [0]);
@@ -116,4 +120,36 @@ t.test('agent.staleConntrack: supplementary group 0, and nothing else, lets the 
   const denied = await as(off);
   t.same(denied.groups, [Number(sc.runAsGroup)], 'without the grant: its own group only');
   t.match(denied.error?.proc, /nf_conntrack: permission denied/, 'the same reader is refused');
+});
+
+t.test('agent.reap: uid 0 with NET_ADMIN only, as rendered, deletes conntrack entries; the reaper-off context cannot', { skip: why ?? (has('conntrack') ? false : 'needs the conntrack tool') }, async (t) => {
+  const on = podSpecOf(one(await render(), 'DaemonSet'));
+  const off = podSpecOf(one(await render({ set: ['agent.reap.enabled=false'] }), 'DaemonSet'));
+  const ns = `st-chart-reap-${process.pid}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  t.teardown(() => {
+    spawnSync('ip', ['netns', 'delete', ns]);
+  });
+  const inNs = (...args: string[]) => execFileSync('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const insert = () => inNs('conntrack', '-I', '-p', 'udp', '-s', '127.0.0.5', '-d', '127.0.10.10', '--sport', '40000', '--dport', '53', '-r', '127.0.20.1', '-q', '127.0.0.5', '--reply-port-src', '5353', '--reply-port-dst', '40000', '-t', '300');
+  insert();
+  const node = join(REPO_ROOT, 'node_modules/.bin/node');
+  const script = `
+    const { deleteFlowGroup } = await import(${JSON.stringify(join(REPO_ROOT, 'src/host/conntrack-delete.ts'))});
+    try {
+      process.stdout.write(JSON.stringify(await deleteFlowGroup({ protocol: 'udp', origDst: '127.0.10.10', dport: 53, replySrc: '127.0.20.1', sport: 5353 })));
+    } catch (e) { process.stdout.write(JSON.stringify({ error: e.message })); }`;
+  const as = async (pod: any) => {
+    const c = { ...pod.securityContext, ...pod.containers[0].securityContext };
+    const caps: string[] = (c.capabilities?.add ?? []).map((x: string) => `+${x.toLowerCase()}`);
+    t.same(c.capabilities?.drop, ['ALL']);
+    const setpriv = ['setpriv', `--reuid=${c.runAsUser}`, `--regid=${c.runAsGroup}`, '--clear-groups', '--inh-caps=-all', `--bounding-set=${['-all', ...caps].join(',')}`, '--no-new-privs'];
+    const r = await run('ip', ['netns', 'exec', ns, ...setpriv, node, '--input-type=module', '-e', script], { timeout: 30_000 });
+    return JSON.parse(r.stdout);
+  };
+  const denied = await as(off);
+  t.match(denied.error, /CAP_NET_ADMIN/, 'reaper off: uid 65532 without capability cannot delete');
+  t.match(inNs('conntrack', '-L'), /dst=127\.0\.10\.10 .*src=127\.0\.20\.1/, 'the entry is still there');
+  t.same(await as(on), { deleted: 1 }, 'reaper on: the rendered context deletes it');
+  t.notMatch(inNs('conntrack', '-L'), /dst=127\.0\.10\.10/, 'gone');
 });

@@ -89,6 +89,22 @@ t.test('defaults: the chart runs the code with the code\'s own defaults', async 
   t.equal(agent.procNetDir, '/proc/net', 'the node\'s /proc/net (its nf_conntrack table when the count is on)');
 });
 
+t.test('agent.reap: on by default with its hold, rate and dry run; off says --reap=false (the binary defaults to on)', async (t) => {
+  const args = async (set: string[] = []) => podSpecOf(one(await render({ set }), 'DaemonSet')).containers[0].args as string[];
+  const dflt = await args();
+  t.same(dflt.filter((x) => x.startsWith('--reap')), ['--reap=true', '--reap-hold=5s', '--reap-max-per-second=2000'], 'the default values');
+  const on = parseAgentConfig(dflt.slice(1), { SAFE_TERMINATION_NODE_NAME: 'n1' });
+  t.same([on.reap, on.reapHoldSeconds, on.reapMaxPerSecond, on.reapDryRun], [true, 5, 2000, false]);
+  const tuned = parseAgentConfig((await args(['agent.reap.hold=1m30s', 'agent.reap.maxPerSecond=500', 'agent.reap.dryRun=true'])).slice(1), {});
+  t.same([tuned.reap, tuned.reapHoldSeconds, tuned.reapMaxPerSecond, tuned.reapDryRun], [true, 90, 500, true], 'every value reaches the agent');
+  const offArgs = await args(['agent.reap.enabled=false', 'agent.reap.dryRun=true']);
+  t.same(offArgs.filter((x) => x.startsWith('--reap')), ['--reap=false'], 'off: the flag says so, nothing else');
+  t.equal(parseAgentConfig(offArgs.slice(1), {}).reap, false);
+  for (const bad of ['agent.reap.maxPerSecond=0', 'agent.reap.hold=1.5s', 'agent.reap.enabled=yes']) {
+    t.not((await template({ set: [bad] })).status, 0, `the schema refuses ${bad}`);
+  }
+});
+
 t.test('agent.staleConntrack: the interval reaches the agent in both duration forms', async (t) => {
   for (const [interval, seconds] of [['90s', 90], ['5m', 300], [120, 120]] as const) {
     const set = ['agent.staleConntrack.enabled=true', `agent.staleConntrack.interval=${interval}`];

@@ -2,8 +2,11 @@
  * Spec §8 security: every pod of the chart meets Pod Security "restricted" (the agent
  * all of it but hostNetwork), and RBAC is exactly: webhook get/list/watch nodes and
  * get the kube-proxy ConfigMap; agent get/patch nodes, plus list/watch EndpointSlices
- * with agent.endpointChanges.enabled (the default) and list/watch Services too only
- * with agent.staleConntrack.enabled. Nothing else, in any mode.
+ * with agent.endpointChanges.enabled or agent.reap.enabled (both on by default) and
+ * list/watch Services too only with agent.staleConntrack.enabled. Nothing else, in
+ * any mode. With agent.reap.enabled (the default) the agent container alone runs as
+ * root with NET_ADMIN as its only capability; off, it meets "restricted" but for
+ * hostNetwork.
  */
 import t from 'tap';
 import type { Test } from 'tap';
@@ -18,6 +21,8 @@ const WEBHOOK_NODES_SERVICES = [...WEBHOOK_NODES, { apiGroups: [''], resources: 
 const KUBE_PROXY_CONFIGMAP = [{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['kube-proxy'], verbs: ['get'] }];
 const AGENT_NODES = [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }];
 const AGENT_ENDPOINT_CHANGES = [...AGENT_NODES, { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['list', 'watch'] }];
+/** agent.reap.enabled: the exceptions to "restricted" beyond hostNetwork, exactly. */
+const AGENT_REAP_EXCEPTIONS = ['hostNetwork', 'container agent: runAsNonRoot is not true', 'container agent: runAsUser 0', 'container agent: adds capability NET_ADMIN'];
 const AGENT_STALE_CONNTRACK = [
   ...AGENT_NODES,
   { apiGroups: [''], resources: ['services'], verbs: ['list', 'watch'] },
@@ -36,7 +41,9 @@ for (const [mode, file] of modes) {
       'the webhook pod',
     );
     for (const ds of ofKind(objects, 'DaemonSet')) {
-      t.same(restrictedProblems(podSpecOf(ds)), ['hostNetwork'], 'the agent pod: everything but hostNetwork');
+      // Every CI mode keeps the default agent.reap.enabled=true.
+      t.ok(podSpecOf(ds).containers[0].args.includes('--reap=true'), 'the reaper is on');
+      t.same(restrictedProblems(podSpecOf(ds)), AGENT_REAP_EXCEPTIONS, 'the agent pod: everything but hostNetwork, and root with NET_ADMIN for the reaper');
     }
   });
 
@@ -95,12 +102,13 @@ t.test('the kube-proxy ConfigMap grant follows webhook.kubeProxyConfigMap', asyn
 });
 
 t.test('agent.staleConntrack: read-only Services/EndpointSlices and group 0 for the agent only, and only when on', async (t) => {
-  const off = await render();
-  const on = await render({ set: ['agent.staleConntrack.enabled=true'] });
+  // The reaper off: this test is about the stale count's own grants (the reaper's: below).
+  const off = await render({ set: ['agent.reap.enabled=false'] });
+  const on = await render({ set: ['agent.staleConntrack.enabled=true', 'agent.reap.enabled=false'] });
   const rules = (objects: K8sObject[]) => Object.fromEntries(ofKind(objects, 'ClusterRole').map((r) => [r.metadata.name, r.rules]));
   t.same(rules(off)['safe-termination-agent'], AGENT_ENDPOINT_CHANGES, 'off (the default): nodes, and EndpointSlices for the endpoint-change count');
-  const neither = await render({ set: ['agent.endpointChanges.enabled=false'] });
-  t.same(rules(neither)['safe-termination-agent'], AGENT_NODES, 'neither count: nodes only');
+  const neither = await render({ set: ['agent.endpointChanges.enabled=false', 'agent.reap.enabled=false'] });
+  t.same(rules(neither)['safe-termination-agent'], AGENT_NODES, 'neither count nor reaper: nodes only');
   t.notOk(podSpecOf(one(neither, 'DaemonSet')).containers[0].args.includes('--endpoint-changes'), 'and the agent does not count');
   t.same(rules(on)['safe-termination-agent'], AGENT_STALE_CONNTRACK, 'on: plus list/watch, never get/create/update/patch/delete');
   t.same(rules(on)['safe-termination-webhook'], WEBHOOK_NODES_SERVICES, 'the webhook gets nothing more (its own Service informer: webhook.services.enabled)');
@@ -114,7 +122,7 @@ t.test('agent.staleConntrack: read-only Services/EndpointSlices and group 0 for 
   const nodeOptions = (objects: K8sObject[]) => agentPod(objects).containers[0].env.find((e: { name: string }) => e.name === 'NODE_OPTIONS')?.value;
   t.equal(nodeOptions(on), '--max-semi-space-size=4', 'on: a small young generation for the table scans');
   t.equal(nodeOptions(off), undefined, 'off: the runtime\'s defaults');
-  const merged = await render({ set: ['agent.staleConntrack.enabled=true', 'agent.podSecurityContext.supplementalGroups={1000,0}'] });
+  const merged = await render({ set: ['agent.staleConntrack.enabled=true', 'agent.reap.enabled=false', 'agent.podSecurityContext.supplementalGroups={1000,0}'] });
   t.same(agentPod(merged).securityContext.supplementalGroups, [1000, 0], 'merged with the user\'s groups, no duplicate');
 });
 
@@ -143,4 +151,30 @@ t.test('the restricted check catches each kind of violation', async (t) => {
     'container webhook: adds capability NET_ADMIN',
     'container webhook: root filesystem is not read-only',
   ]);
+});
+
+t.test('agent.reap: EndpointSlices read-only, and root with NET_ADMIN only, for the agent container only, and only when on', async (t) => {
+  const rules = (objects: K8sObject[]) => Object.fromEntries(ofKind(objects, 'ClusterRole').map((r) => [r.metadata.name, r.rules]));
+  const on = await render();
+  const off = await render({ set: ['agent.reap.enabled=false'] });
+  const onlyReap = await render({ set: ['agent.endpointChanges.enabled=false'] });
+  t.same(rules(onlyReap)['safe-termination-agent'], AGENT_ENDPOINT_CHANGES, 'the reaper alone: nodes, and list/watch EndpointSlices (no Services)');
+  const container = (objects: K8sObject[]) => podSpecOf(one(objects, 'DaemonSet')).containers[0];
+  t.same(container(on).securityContext, {
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    runAsNonRoot: false,
+    runAsUser: 0,
+    runAsGroup: 0,
+    capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
+  }, 'on (the default): uid 0, every capability dropped but NET_ADMIN, no escalation, read-only root');
+  t.same(podSpecOf(one(on, 'DaemonSet')).securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } }, 'the pod-level context is unchanged (the container overrides it)');
+  t.same(restrictedProblems(podSpecOf(one(on, 'DaemonSet'))), AGENT_REAP_EXCEPTIONS);
+  t.same(container(off).securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } }, 'off: as tight as before');
+  t.same(restrictedProblems(podSpecOf(one(off, 'DaemonSet'))), ['hostNetwork']);
+  const extra = await render({ set: ['agent.securityContext.capabilities.add={NET_ADMIN}'] });
+  t.same(container(extra).securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] }, 'no duplicate when the values already add it');
+  t.same(restrictedProblems(podSpecOf(one(on, 'Deployment'))), [], 'the webhook pod is untouched');
+  const nodeOptions = (objects: K8sObject[]) => container(objects).env.find((e: { name: string }) => e.name === 'NODE_OPTIONS')?.value;
+  t.equal(nodeOptions(on), '--max-semi-space-size=4', 'on: a small young generation for the sweeps, as for the stale count');
 });

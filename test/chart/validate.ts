@@ -3,6 +3,7 @@
  * (kubernetes-models) plus unknown fields (the field names of
  * @kubernetes/client-node's generated models). CRD kinds are checked by the tests.
  */
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
@@ -27,6 +28,7 @@ type ModelClass = new (data: any) => Validatable;
 
 /** apiVersion/kind → the kubernetes-models class and the client-node model name. */
 const MODELS: Readonly<Record<string, readonly [ModelClass, string]>> = {
+  'v1/ConfigMap': [ConfigMap, 'V1ConfigMap'],
   'v1/Secret': [Secret, 'V1Secret'],
   'v1/Service': [Service, 'V1Service'],
   'v1/ServiceAccount': [ServiceAccount, 'V1ServiceAccount'],

@@ -15,7 +15,12 @@ const POD_OWNER: Readonly<Record<string, { apiVersion: string; kind: string }>> 
   ReplicationController: { apiVersion: 'v1', kind: 'ReplicationController' },
   Job: { apiVersion: 'batch/v1', kind: 'Job' },
   CronJob: { apiVersion: 'batch/v1', kind: 'Job' },
+  // Kinds of other API groups (a pod template at spec.template: workloads.ts).
+  DeploymentConfig: { apiVersion: 'v1', kind: 'ReplicationController' },
+  Rollout: { apiVersion: 'apps/v1', kind: 'ReplicaSet' },
 };
+/** A template at spec.jobTemplate.spec.template of another kind: its pods are a Job's. */
+const JOB_OWNER = { apiVersion: 'batch/v1', kind: 'Job' };
 
 export interface ManifestPod {
   readonly target: PodTarget;
@@ -47,7 +52,7 @@ export function manifestPods(text: string): ManifestPod[] {
 export function apiPod(shape: { metadata?: Record<string, unknown>; spec: Record<string, unknown> }, t: PodTarget): Record<string, any> {
   const metadata: Record<string, any> = structuredClone(shape.metadata ?? {});
   metadata['namespace'] ??= t.namespace ?? 'default';
-  const owner = POD_OWNER[t.kind];
+  const owner = POD_OWNER[t.kind] ?? (t.jobPods ? JOB_OWNER : undefined);
   if (t.template && owner !== undefined) {
     delete metadata['name'];
     metadata['generateName'] = `${t.name ?? 'pod'}-`;

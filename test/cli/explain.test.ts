@@ -99,3 +99,70 @@ t.test('no pods in the input: said on stderr, exit 0; --quiet says nothing', asy
   t.equal(res.stderr, 'no Pods or pod templates found\n');
   t.equal((await runCli('explain', ['-f', '-', '-q'], { stdin: svc })).stderr, '');
 });
+
+t.test('kinds of other API groups: a template at spec.template is explained; one without a pod template is named, in text and JSON', async (t) => {
+  const manifest = `apiVersion: apps.openshift.io/v1
+kind: DeploymentConfig
+metadata: {name: dc, namespace: shop}
+spec:
+  template:
+    spec:
+      containers: [{name: app, image: app:1}]
+---
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: web, namespace: shop}
+spec:
+  endpoints: [{port: metrics}]
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: argoproj.io/v1alpha1
+  kind: Rollout
+  metadata: {name: by-ref, namespace: shop}
+  spec:
+    workloadRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: quiet}
+`;
+  const res = await runCli('explain', ['-f', '-', ...LOCAL], { stdin: manifest });
+  t.equal(res.code, 0, res.stderr);
+  t.match(res.stdout, /^DeploymentConfig shop\/dc {2}\(<stdin>:6, spec\.template\)\n {2}decision +inject: 3 changes/);
+  t.equal(
+    res.stderr,
+    '<stdin>:9: ServiceMonitor shop/web (monitoring.coreos.com/v1): note: no pod template at spec.template or spec.jobTemplate.spec.template; passed through unchanged (the webhook still sees its pods, if it makes any, when they are created)\n' +
+      '<stdin>:18: Rollout shop/by-ref (argoproj.io/v1alpha1): note: no pod template at spec.template or spec.jobTemplate.spec.template; passed through unchanged (the webhook still sees its pods, if it makes any, when they are created)\n',
+    'a note per object of another API group without a template; none for the ConfigMap',
+  );
+  t.equal((await runCli('explain', ['-f', '-', '-q', ...LOCAL], { stdin: manifest })).stderr, '', '--quiet: no notes');
+  const json = JSON.parse((await runCli('explain', ['-f', '-', '-o', 'json', ...LOCAL], { stdin: manifest })).stdout);
+  t.match(json.objects, [{ kind: 'DeploymentConfig', apiVersion: 'apps.openshift.io/v1', path: 'spec.template', decision: 'inject' }]);
+  t.same(
+    json.untemplated.map((u: { kind: string; name: string; document: number; line: number }) => [u.kind, u.name, u.document, u.line]),
+    [
+      ['ServiceMonitor', 'web', 2, 9],
+      ['Rollout', 'by-ref', 3, 18],
+    ],
+  );
+  // Kubernetes' own kinds are all known: a Deployment under a wrong group is not guessed at.
+  const wrong = await runCli('explain', ['-f', '-', ...LOCAL], { stdin: 'apiVersion: v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      containers: [{name: a, image: a}]\n' });
+  t.equal(wrong.stdout, '');
+  t.equal(wrong.stderr, 'no Pods or pod templates found\n');
+});
+
+t.test("tuning: the write-up's lower timeout for a value the sleep used, what it saves and how to set it (advice)", async (t) => {
+  const res = await runCli('explain', ['-f', '-', ...LOCAL], { stdin: pod('dns', { udp: true }) + pod('web') });
+  t.equal(res.code, 0, res.stderr);
+  const [dns, web] = res.stdout.split('\n\n');
+  t.match(
+    dns,
+    /\n {2}tuning +udp-timeout 30s → 10s \(the write-up's value\): sleep 15s, not 35s \(20s less per termination\); kube-proxy's conntrack\.udpTimeout: 10s, or sysctl -w net\.netfilter\.nf_conntrack_udp_timeout=10 — advice, not applied\n/,
+  );
+  t.notMatch(web, /tuning/, 'a TCP pod sized by propagation alone gets no advice');
+  const fixed = await runCli('explain', ['-f', '-', ...LOCAL], { stdin: pod('fixed', { udp: true, annotations: { 'safe-termination.io/prestop-sleep': '40' } }) });
+  t.notMatch(fixed.stdout, /tuning/, 'an annotated sleep does not depend on conntrack');
+  const json = JSON.parse((await runCli('explain', ['-f', '-', '-o', 'json', ...LOCAL], { stdin: pod('dns', { udp: true }) })).stdout);
+  t.match(json.objects[0].tuning, [{ key: 'udp-timeout', current: 30, recommended: 10, sleepNow: 35, sleepRecommended: 15, savedSeconds: 20, advice: /advice, not applied/ }]);
+});

@@ -257,9 +257,18 @@ items:
   const listed = await runCli('inject', ['-f', '-', ...noProc(t)], { stdin: typedList });
   t.match(listed.stdout, /seconds: 5/, 'items of a DeploymentList are Deployments');
 
+  // A kind of another API group with a pod template at spec.template is a workload
+  // like any (issue 20): injected exactly as the apps/v1 Deployment is.
+  const apps = await runCli('inject', ['-f', '-', ...noProc(t)], { stdin: fixture('deployment.yaml') });
   const crd = fixture('deployment.yaml').replace('apiVersion: apps/v1', 'apiVersion: example.com/v1');
   const other = await runCli('inject', ['-f', '-', ...noProc(t)], { stdin: crd });
-  t.equal(other.stdout, crd, 'a Deployment of another API group passes through');
+  t.equal(other.stdout, apps.stdout.replace('apiVersion: apps/v1', 'apiVersion: example.com/v1'), 'a pod template at spec.template of another API group is injected');
+  t.not(other.stdout, crd);
+  // Kubernetes' own groups are not guessed at: a Deployment under batch/v1 is no workload.
+  const misplaced = fixture('deployment.yaml').replace('apiVersion: apps/v1', 'apiVersion: batch/v1');
+  const kept = await runCli('inject', ['-f', '-', ...noProc(t)], { stdin: misplaced });
+  t.equal(kept.stdout, misplaced, 'a Deployment of a Kubernetes group that has none passes through');
+  t.equal(kept.stderr, '');
 
   const comments = '# nothing here yet\n';
   const empty = await runCli('inject', ['-f', '-'], { stdin: comments });

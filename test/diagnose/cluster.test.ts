@@ -101,10 +101,10 @@ t.test('the CLI with --kubeconfig: same report as from the dump', async (t) => {
       process.execPath,
       [join(ROOT, 'src/cli/main.ts'), 'diagnose', '--kubeconfig', kc, '--conntrack-file', join(FIX, 'lab-unprotected-at-removal.txt'), '--json'],
       { cwd: ROOT, timeout: 60_000, env: { PATH: process.env['PATH'] ?? '' } },
-      (error, stdout, stderr) => resolve({ code: error ? 1 : 0, stdout, stderr }),
+      (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr }),
     );
   });
-  t.equal(out.code, 0, out.stderr);
+  t.equal(out.code, 3, `exit 3: stale entries found; ${out.stderr}`);
   const report = JSON.parse(out.stdout);
   t.match(report, { stale: 11, endpoints: { services: 2, endpointSlices: 1 } });
   t.match(report.endpoints.from, /^cluster of /);

@@ -75,6 +75,7 @@ function step(label: '3→2' | '1→0', mode: Mode, events: ClientEvent[]): Step
     timeline: { scaled: -20, removal, preStopDone: undefined, sigterm: 0, notReady: undefined, exit: 10, torndown: 200, removed: 250, end: 9000 },
     events,
     conntrack: { udp: ct, tcp: ct },
+    conntrackSeries: [],
   };
 }
 

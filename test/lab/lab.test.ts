@@ -5,7 +5,7 @@
  * entries still pointing at it, and the protected one's makes none fail. The
  * drain-only run (graceful app, no preStop sleep) is reported, not judged.
  */
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -111,14 +111,17 @@ t.test('short lab: the unprotected pod fails clients after its removal through s
   t.equal(protectedRun.conntrack.udp.ghosts + protectedRun.conntrack.tcp.ghosts, 0, 'protected: no entry carried traffic to the pod after it exited');
 
   // And the CLI on what the lab saved agrees with the lab.
-  const diagnose = (run: string): { stale: number; draining: number } =>
-    JSON.parse(
-      execFileSync(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'diagnose', '--endpointslices', join(dir, `${run}-endpoints-at-removal.json`), '--conntrack-file', join(dir, `${run}-conntrack-at-removal.txt`), '--json'], {
-        cwd: ROOT,
-        encoding: 'utf8',
-        timeout: 30_000,
-      }),
-    );
+  const diagnose = (run: string): { stale: number; draining: number } => {
+    const r = spawnSync(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'diagnose', '--endpointslices', join(dir, `${run}-endpoints-at-removal.json`), '--conntrack-file', join(dir, `${run}-conntrack-at-removal.txt`), '--json'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    const report = JSON.parse(r.stdout) as { stale: number; draining: number };
+    // diagnose's exit status for scripts: 3 when stale entries were found, else 0.
+    t.equal(r.status, report.stale > 0 ? 3 : 0, `diagnose ${run}: exit status for ${report.stale} stale entries (${r.stderr})`);
+    return report;
+  };
   const u = diagnose('unprotected');
   t.equal(u.stale, unprotected.conntrack.udp.staleAtRemoval + unprotected.conntrack.tcp.staleAtRemoval, 'diagnose finds the stale entries the lab counted');
   const p = diagnose('protected');

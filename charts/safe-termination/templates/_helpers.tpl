@@ -244,6 +244,17 @@ incomplete options fail the render here, with what to change.
 {{- if $a.endpointChanges.enabled }}
 {{- $args = append $args "--endpoint-changes" }}
 {{- end }}
+{{- /* --reap is on by default in the binary: the chart always says which. */}}
+{{- if $a.reap.enabled }}
+{{- $args = append $args "--reap=true" }}
+{{- $args = append $args (printf "--reap-hold=%s" (include "safe-termination.duration" $a.reap.hold)) }}
+{{- $args = append $args (printf "--reap-max-per-second=%d" (int64 $a.reap.maxPerSecond)) }}
+{{- if $a.reap.dryRun }}
+{{- $args = append $args "--reap-dry-run" }}
+{{- end }}
+{{- else }}
+{{- $args = append $args "--reap=false" }}
+{{- end }}
 {{- toYaml (concat $args $a.extraArgs) }}
 {{- end }}
 
@@ -258,6 +269,34 @@ without any capability).
 {{- $groups := list }}
 {{- range ($sc.supplementalGroups | default list) }}{{ $groups = append $groups (int64 .) }}{{ end }}
 {{- $_ := set $sc "supplementalGroups" (append $groups (int64 0) | uniq) }}
+{{- end }}
+{{- toYaml $sc }}
+{{- end }}
+
+{{/*
+The agent container's securityContext: the values', and with agent.reap.enabled
+root (uid 0) with NET_ADMIN as its only capability. Deleting conntrack entries needs
+CAP_NET_ADMIN in the process that talks netlink — the conntrack tool the agent runs.
+Kubernetes sets no ambient capabilities, so a non-root user gets an added capability
+only in its bounding set, and loses it at execve; file capabilities on the tool would
+need allowPrivilegeEscalation. Root keeps the added capability across execve, and
+with every other capability dropped, no privilege escalation and a read-only root
+filesystem it can do nothing else a non-root user could not (no CAP_DAC_OVERRIDE:
+it cannot read or write files it does not own).
+*/}}
+{{- define "safe-termination.agentContainerSecurityContext" -}}
+{{- $sc := deepCopy .Values.agent.securityContext }}
+{{- if .Values.agent.reap.enabled }}
+{{- $caps := deepCopy ($sc.capabilities | default dict) }}
+{{- $add := list }}
+{{- range ($caps.add | default list) }}{{ $add = append $add . }}{{ end }}
+{{- $_ := set $caps "add" (append $add "NET_ADMIN" | uniq) }}
+{{- if not $caps.drop }}{{ $_ := set $caps "drop" (list "ALL") }}{{ end }}
+{{- $_ := set $sc "capabilities" $caps }}
+{{- $_ := set $sc "runAsNonRoot" false }}
+{{- $_ := set $sc "runAsUser" (int64 0) }}
+{{- $_ := set $sc "runAsGroup" (int64 0) }}
+{{- $_ := set $sc "allowPrivilegeEscalation" false }}
 {{- end }}
 {{- toYaml $sc }}
 {{- end }}

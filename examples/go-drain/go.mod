@@ -1,0 +1,3 @@
+module safe-termination.example/go-drain
+
+go 1.22
