@@ -12,9 +12,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { KubeConfig } from '@kubernetes/client-node';
 import { startAgent } from '../../src/agent/agent.ts';
 import { parseAgentConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/server/logger.ts';
+import { makeNode, startFakeApiServer } from '../support/fake-apiserver.ts';
 import { defaultedPod, reviewOf } from '../support/pods.ts';
 import { startTestWebhook } from '../support/webhook.ts';
 import { CHART, ciModes, NAMESPACE, ofKind, one, render } from './render.ts';
@@ -154,8 +156,16 @@ t.test('every query reads only metrics the running webhook and agent export', as
     ['--metrics-port', '0', '--bind-address', '127.0.0.1', '--conntrack-proc-dir', proc, '--proc-net-dir', proc, '--stale-conntrack-interval', '60s', '--endpoint-changes'],
     {},
   );
-  const agent = await startAgent(config, createLogger('silent'), { kind: 'none' }, { intervalMs: 60_000 });
+  // A cluster (the fake API server) so that the reaper, on by default, runs and exports its series.
+  const api = await startFakeApiServer();
+  t.teardown(() => api.stop());
+  api.setNodes([makeNode('worker-1')]);
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromString(api.kubeconfig());
+  const access = { kind: 'kubeconfig', kubeConfig, server: api.url, path: 'fake' } as const;
+  const agent = await startAgent({ ...config, nodeName: 'worker-1' }, createLogger('silent'), access, { intervalMs: 60_000 });
   t.teardown(() => agent.stop());
+  t.ok(agent.reaper !== undefined, 'the reaper runs');
   const agentText = await (await fetch(`http://127.0.0.1:${agent.port}/metrics`)).text();
 
   const exported = new Set([...exportedNames(webhookText), ...exportedNames(agentText)]);
