@@ -19,37 +19,15 @@ import { apiServerSocket, installChart, metricValue, pointWebhookAt, startHostAg
 import type { HostProcess, HostWebhook } from './on-host.ts';
 import { bridgeToSocket, createNetns, netnsSkipReason } from '../test/support/netns.ts';
 import type { Netns } from '../test/support/netns.ts';
+import { recordOf } from './pods.ts';
+import type { StoredPod as Pod } from './pods.ts';
 
 const skip = controlPlaneSkipReason() || netnsSkipReason();
 const RELEASE = 'st';
 const SYSTEM = 'safe-termination';
-const RECORD = 'safe-termination.io/injected';
 const P = 'conntrack.safe-termination.io/';
 // Odd values: node-a's namespace 37 s, node-b's 41 s; the Linux default is 30.
 const NODE_UDP = { 'node-a': 37, 'node-b': 41 } as const;
-
-interface Pod {
-  metadata: { name: string; namespace: string; annotations?: Record<string, string>; labels?: Record<string, string>; ownerReferences?: Array<{ kind: string }> };
-  spec: {
-    terminationGracePeriodSeconds?: number;
-    containers: Array<{ name: string; lifecycle?: { preStop?: { sleep?: { seconds: number }; exec?: { command: string[] } } } }>;
-  };
-}
-
-interface Record_ {
-  sleepSeconds: number;
-  gracePeriodSeconds: number;
-  originalGracePeriodSeconds: number;
-  mode: string;
-  containers: string[];
-  protocols: string[];
-  conntrack: Record<string, { value: number; source: string }>;
-}
-
-const recordOf = (pod: Pod): Record_ | undefined => {
-  const text = pod.metadata.annotations?.[RECORD];
-  return text === undefined ? undefined : (JSON.parse(text) as Record_);
-};
 
 let plane: ControlPlane;
 let webhook: HostWebhook;

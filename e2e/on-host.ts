@@ -15,6 +15,7 @@ import { connect, createServer } from 'node:net';
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import { runHelmAsync } from '../scripts/helm.ts';
+import { splice } from '../test/support/splice.ts';
 import type { HelmResult } from '../scripts/helm.ts';
 import { freePort, kubeconfigFor, sleep } from './control-plane.ts';
 import type { ControlPlane } from './control-plane.ts';
@@ -50,6 +51,11 @@ async function chartWorkload(plane: ControlPlane, namespace: string, kind: 'depl
   if (workload === undefined) throw new Error(`no ${component} ${kind} in ${namespace}`);
   const pod = workload.spec.template.spec;
   return { serviceAccount: pod.serviceAccountName ?? 'default', args: pod.containers[0]?.args ?? [] };
+}
+
+/** The product's CLI as a child of this process that dies with it (setpriv --pdeathsig). */
+function productCommand(args: readonly string[]): string[] {
+  return ['setpriv', '--pdeathsig', 'KILL', '--', process.execPath, CLI, ...args];
 }
 
 const OVERRIDDEN = ['--port', '--metrics-port', '--bind-address', '--tls-cert-file', '--tls-private-key-file', '--kubeconfig', '--node-name'];
@@ -143,25 +149,17 @@ export async function startHostWebhook(plane: ControlPlane, release: string, nam
   const pair = plane.issue(`${release}-webhook`, '/CN=safe-termination-e2e-webhook', 'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1');
   const port = options.port ?? (await freePort());
   const metricsPort = await freePort();
-  const child = spawn(
-    'setpriv',
-    [
-      '--pdeathsig',
-      'KILL',
-      '--',
-      process.execPath,
-      CLI,
-      ...args.filter(keepArg),
-      `--port=${port}`,
-      `--metrics-port=${metricsPort}`,
-      '--bind-address=127.0.0.1',
-      `--tls-cert-file=${pair.cert}`,
-      `--tls-private-key-file=${pair.key}`,
-      `--kubeconfig=${kubeconfig}`,
-      ...(options.extraArgs ?? []),
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const [command, ...commandArgs] = productCommand([
+    ...args.filter(keepArg),
+    `--port=${port}`,
+    `--metrics-port=${metricsPort}`,
+    '--bind-address=127.0.0.1',
+    `--tls-cert-file=${pair.cert}`,
+    `--tls-private-key-file=${pair.key}`,
+    `--kubeconfig=${kubeconfig}`,
+    ...(options.extraArgs ?? []),
+  ]);
+  const child = spawn(command!, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   const proc = track(child);
   const caPem = readFileSync(plane.caFile, 'utf8');
   const url = `https://127.0.0.1:${port}/mutate`;
@@ -202,20 +200,14 @@ export async function startHostAgent(plane: ControlPlane, namespace: string, opt
   const kubeconfig = join(plane.dir, `agent-${options.nodeName}.kubeconfig`);
   writeFileSync(kubeconfig, kubeconfigFor(server, plane.caFile, { token }, 'agent'), { mode: 0o600 });
   const metricsPort = await freePort();
-  const command = [
-    'setpriv',
-    '--pdeathsig',
-    'KILL',
-    '--',
-    process.execPath,
-    CLI,
+  const command = productCommand([
     ...args.filter(keepArg),
     `--node-name=${options.nodeName}`,
     `--kubeconfig=${kubeconfig}`,
     `--metrics-port=${metricsPort}`,
     '--bind-address=127.0.0.1',
     ...(options.extraArgs ?? []),
-  ];
+  ]);
   const child =
     options.netns === undefined
       ? spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -226,18 +218,7 @@ export async function startHostAgent(plane: ControlPlane, namespace: string, opt
 /** A Unix socket on this host that forwards to the API server's loopback port (for a namespace's bridge). */
 export function apiServerSocket(plane: ControlPlane, socketPath: string): Promise<Server> {
   rmSync(socketPath, { force: true });
-  const server = createServer((client) => {
-    const upstream = connect(plane.apiPort, '127.0.0.1');
-    const end = (): void => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', end);
-    upstream.on('error', end);
-    client.on('close', end);
-    upstream.on('close', end);
-    client.pipe(upstream).pipe(client);
-  });
+  const server = createServer((client) => splice(client, connect(plane.apiPort, '127.0.0.1')));
   return new Promise((resolveServer, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => resolveServer(server));

@@ -18,30 +18,15 @@ import { controlPlaneSkipReason, startControlPlane } from './control-plane.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { installChart, startHostWebhook, waitFor } from './on-host.ts';
 import type { HostWebhook } from './on-host.ts';
+import { recordOf } from './pods.ts';
+import type { StoredPod as Pod } from './pods.ts';
 
 const skip = controlPlaneSkipReason();
 const RELEASE = 'svc';
 const SYSTEM = 'safe-termination';
 const NS = 'dns';
-const RECORD = 'safe-termination.io/injected';
 const UDP_TIMEOUT = 43;
 
-interface Pod {
-  metadata: { name: string; annotations?: Record<string, string> };
-  spec: { terminationGracePeriodSeconds?: number; containers: Array<{ name: string; ports?: unknown[]; lifecycle?: { preStop?: { sleep?: { seconds: number } } } }> };
-}
-
-interface Record_ {
-  sleepSeconds: number;
-  gracePeriodSeconds: number;
-  protocols: string[];
-  conntrack: Record<string, { value: number; source: string }>;
-}
-
-const recordOf = (pod: Pod): Record_ | undefined => {
-  const text = pod.metadata.annotations?.[RECORD];
-  return text === undefined ? undefined : (JSON.parse(text) as Record_);
-};
 
 let plane: ControlPlane;
 let webhook: HostWebhook | undefined;

@@ -5,24 +5,14 @@
  * Prints the port it listens on, then runs until SIGTERM.
  */
 import { connect, createServer } from 'node:net';
+import { splice } from './splice.ts';
 
 const socketPath = process.argv[2];
 if (socketPath === undefined) {
   process.stderr.write('usage: netns-bridge.ts SOCKET\n');
   process.exit(2);
 }
-const server = createServer((client) => {
-  const upstream = connect(socketPath);
-  const end = (): void => {
-    client.destroy();
-    upstream.destroy();
-  };
-  client.on('error', end);
-  upstream.on('error', end);
-  client.on('close', end);
-  upstream.on('close', end);
-  client.pipe(upstream).pipe(client);
-});
+const server = createServer((client) => splice(client, connect(socketPath)));
 server.listen(0, '127.0.0.1', () => {
   const address = server.address();
   process.stdout.write(`${typeof address === 'object' && address !== null ? address.port : 0}\n`);
