@@ -43,8 +43,7 @@ function podBody(name: string, spec: Record<string, unknown>, metadata: Record<s
 }
 
 async function createNamespace(name: string, labels: Record<string, string> = {}): Promise<void> {
-  await plane.call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
-  await waitFor(`the default ServiceAccount of ${name}`, 30_000, async () => (await plane.api('GET', `/api/v1/namespaces/${name}/serviceaccounts/default`)).status === 200);
+  await plane.createNamespace(name, labels, 30_000);
 }
 
 async function createPod(namespace: string, body: Record<string, unknown>, query = ''): Promise<Pod> {

@@ -83,8 +83,7 @@ t.before(async () => {
   if (skip !== false) return;
   plane = await startControlPlane();
   await installChart(plane, RELEASE, SYSTEM, ['--wait=false', '--set', 'agent.enabled=false']);
-  await plane.call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'safe-termination.io/inject': 'enabled' } } });
-  await waitFor('shop/default', 30_000, async () => (await plane.api('GET', '/api/v1/namespaces/shop/serviceaccounts/default')).status === 200);
+  await plane.createNamespace('shop', { 'safe-termination.io/inject': 'enabled' }, 30_000);
   // Started on a cluster with no Node yet, as on a fresh install.
   webhook = await startHostWebhook(plane, RELEASE, SYSTEM, { extraArgs: ['--log-level=debug', '--kube-proxy-interval=1s'] });
   await waitFor('the node informer to sync', 15_000, () => webhook.logLines().some((l) => l['msg'] === 'node informer synced'), () => webhook.output());

@@ -329,6 +329,22 @@ export class ControlPlane {
     await this.call('PATCH', `/api/v1/nodes/${name}`, { spec: { taints: options.taints ?? null } }, { contentType: 'application/merge-patch+json' });
   }
 
+  /** Wait until kube-controller-manager has made `namespace`'s `default` ServiceAccount (pods need one). */
+  async waitForDefaultServiceAccount(namespace: string, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if ((await this.api('GET', `/api/v1/namespaces/${namespace}/serviceaccounts/default`)).status === 200) return;
+      await sleep(250);
+    }
+    throw new Error(`kube-controller-manager did not create ${namespace}/default within ${timeoutMs} ms:\n${this.tail('kube-controller-manager')}`);
+  }
+
+  /** A Namespace, once its `default` ServiceAccount exists. */
+  async createNamespace(name: string, labels: Record<string, string> = {}, timeoutMs = 60_000): Promise<void> {
+    await this.call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
+    await this.waitForDefaultServiceAccount(name, timeoutMs);
+  }
+
   /** A token for a ServiceAccount from the TokenRequest API. */
   async serviceAccountToken(namespace: string, name: string, options: { expirationSeconds?: number; boundPod?: { name: string; uid: string } } = {}): Promise<string> {
     const spec: Record<string, unknown> = { expirationSeconds: options.expirationSeconds ?? 3600 };
@@ -507,23 +523,11 @@ export async function startControlPlane(options: StartOptions = {}): Promise<Con
     await plane.waitReady(options.readyTimeoutMs ?? 90_000);
     if (options.controllerManager !== false) plane.start('kube-controller-manager');
     if (options.scheduler !== false) plane.start('kube-scheduler');
-    await waitForDefaultServiceAccount(plane, options.controllerManager !== false);
+    if (options.controllerManager !== false) await plane.waitForDefaultServiceAccount('default');
   } catch (error) {
     const logs = (['etcd', 'kube-apiserver', 'kube-controller-manager'] as const).map((c) => `--- ${c}\n${plane.tail(c, 15)}`).join('\n');
     await plane.stop();
     throw new Error(`${error instanceof Error ? error.message : String(error)}\n${logs}`, { cause: error });
   }
   return plane;
-}
-
-/** With the controller-manager, wait until it creates `default` ServiceAccounts (pods need one). */
-async function waitForDefaultServiceAccount(plane: ControlPlane, withControllers: boolean): Promise<void> {
-  if (!withControllers) return;
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const r = await plane.api('GET', '/api/v1/namespaces/default/serviceaccounts/default');
-    if (r.status === 200) return;
-    await sleep(250);
-  }
-  throw new Error(`kube-controller-manager did not create default/default within 60 s:\n${plane.tail('kube-controller-manager')}`);
 }

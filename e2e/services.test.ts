@@ -74,8 +74,7 @@ t.before(async () => {
   plane = await startControlPlane();
   await plane.createNode('node-a', { annotations: { 'conntrack.safe-termination.io/udp-timeout': String(UDP_TIMEOUT) } });
   await installChart(plane, RELEASE, SYSTEM, ['--wait=false']);
-  await plane.call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS, labels: { 'safe-termination.io/inject': 'enabled' } } });
-  await waitFor(`the default ServiceAccount of ${NS}`, 30_000, async () => (await plane.api('GET', `/api/v1/namespaces/${NS}/serviceaccounts/default`)).status === 200);
+  await plane.createNamespace(NS, { 'safe-termination.io/inject': 'enabled' }, 30_000);
   // Before the webhook starts: the first list must find it.
   await createService('resolver', { app: 'resolver' });
   await createService('resolver-headless', { app: 'peer' }, { clusterIP: 'None' });

@@ -183,8 +183,7 @@ export async function runKubeScenario(ctx: RunContext, mode: Mode, cfg: KubeScen
   const { plane, world, kubelet, rules, log } = ctx;
   const namespace = `lab-${ctx.proxy === 'iptables' ? 'ipt' : 'nft'}-${mode}`;
   const labels: Record<string, string> = mode === 'protected' ? { [INJECT_LABEL]: 'enabled' } : {};
-  await plane.call('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace, labels } });
-  await waitFor(`the default ServiceAccount of ${namespace}`, 30_000, async () => (await plane.api('GET', `/api/v1/namespaces/${namespace}/serviceaccounts/default`)).status === 200);
+  await plane.createNamespace(namespace, labels, 30_000);
   const vips: Record<string, string> = {};
   for (const step of STEPS) {
     const svc = await plane.call<{ spec: { clusterIP: string } }>('POST', `/api/v1/namespaces/${namespace}/services`, service(step.app));
