@@ -41,10 +41,10 @@ const fixedAnswer: Answer = (text) => {
  */
 async function handlerAnswer(): Promise<Answer> {
   const { createReviewHandler } = await import('../src/admission/handler.ts');
-  const { parseServeConfig } = await import('../src/config.ts');
-  const { createLogger } = await import('../src/server/logger.ts');
+  const { parseServeConfig } = await import('../src/cli/config.ts');
+  const { createLogger } = await import('../src/shared/logger.ts');
   const { reviewBody } = await import('../src/server/review-body.ts');
-  const { localFactsWiring } = await import('../src/server/serve.ts');
+  const { localFactsWiring } = await import('../src/host/local-facts.ts');
   const { batchPerTurn } = await import('../src/server/turn-batch.ts');
   const config = parseServeConfig(['--tls-cert-file', certFile!, '--tls-private-key-file', keyFile!], {});
   const wiring = await localFactsWiring(config, createLogger('silent'));

@@ -11,7 +11,7 @@ import Fastify from 'fastify';
 import { readFileSync } from 'node:fs';
 import { acceptJsonOnly, fastifyOptions } from '../src/server/app.ts';
 import type { WebhookApp } from '../src/server/app.ts';
-import { createLogger } from '../src/server/logger.ts';
+import { createLogger } from '../src/shared/logger.ts';
 import { FIXED_ANSWER } from './fixed-answer.ts';
 
 const [certFile, keyFile] = process.argv.slice(2);

@@ -20,7 +20,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { CLOSED_STATES, diagnose } from '../src/diagnose/classify.ts';
+import { diagnose } from '../src/diagnose/classify.ts';
+import { CLOSED_STATES } from '../src/diagnose/tally.ts';
 import { flowKey, parseConntrack } from '../src/diagnose/conntrack.ts';
 import type { ConntrackEntry } from '../src/diagnose/conntrack.ts';
 import { buildServiceIndex } from '../src/diagnose/endpoints.ts';

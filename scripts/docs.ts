@@ -4,9 +4,9 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { FlagSpec } from '../src/config.ts';
-import { camelToKebab, flagEnvName, SERVE_FLAGS } from '../src/config.ts';
-import * as config from '../src/config.ts';
+import type { FlagSpec } from '../src/cli/config.ts';
+import { camelToKebab, flagEnvName, SERVE_FLAGS } from '../src/cli/config.ts';
+import * as config from '../src/cli/config.ts';
 import { formatDefault } from '../src/cli/help.ts';
 
 const README = fileURLToPath(new URL('../README.md', import.meta.url));

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
-import { VERSION, RECORD_AUTHOR } from '../src/version.ts';
+import { VERSION, RECORD_AUTHOR } from '../src/shared/version.ts';
 
 t.test('the version in code is the package version', async (t) => {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };

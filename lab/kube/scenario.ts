@@ -18,7 +18,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { ControlPlane } from '../../e2e/control-plane.ts';
 import { waitFor } from '../../e2e/on-host.ts';
-import { CLOSED_STATES } from '../../src/diagnose/classify.ts';
+import { CLOSED_STATES } from '../../src/diagnose/tally.ts';
 import { parseConntrack } from '../../src/diagnose/conntrack.ts';
 import type { ConntrackEntry } from '../../src/diagnose/conntrack.ts';
 import { countGhosts } from '../scenario.ts';

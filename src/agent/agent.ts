@@ -11,14 +11,13 @@
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
-import type { AgentConfig } from '../config.ts';
 import { sysctlName } from '../core/conntrack.ts';
 import type { ClusterAccess } from '../cluster/kubeconfig.ts';
 import { ConntrackTable } from '../host/conntrack-table.ts';
 import type { ConntrackTableOptions } from '../host/conntrack-table.ts';
 import { readConntrackSysctls } from '../host/sysctl.ts';
-import type { Logger } from '../server/logger.ts';
-import { limitSlowClients, writeMetrics } from '../server/metrics.ts';
+import type { Logger, LogLevel } from '../shared/logger.ts';
+import { limitSlowClients, writeMetrics } from '../shared/metrics-endpoint.ts';
 import { NodeAnnotator } from './annotator.ts';
 import type { NodeAnnotatorOptions } from './annotator.ts';
 import { createAgentMetrics } from './metrics.ts';
@@ -33,6 +32,27 @@ import type { DeleteOptions } from '../host/conntrack-delete.ts';
 import { EndpointTracker } from './reap-rule.ts';
 import { Reaper } from './reaper.ts';
 import type { ReaperOptions } from './reaper.ts';
+
+export interface AgentConfig {
+  /** undefined only outside a cluster, where the agent publishes nothing. */
+  readonly nodeName: string | undefined;
+  readonly intervalSeconds: number;
+  readonly metricsPort: number;
+  readonly bindAddress: string;
+  readonly conntrackProcDir: string;
+  readonly procNetDir: string;
+  /** 0: the stale-entry count is off. */
+  readonly staleConntrackIntervalSeconds: number;
+  /** Count endpoint changes per Service (safe_termination_endpoint_changes_total). */
+  readonly endpointChanges: boolean;
+  /** The conntrack reaper (spec §10). */
+  readonly reap: boolean;
+  readonly reapHoldSeconds: number;
+  readonly reapMaxPerSecond: number;
+  readonly reapDryRun: boolean;
+  readonly kubeconfig: string | undefined;
+  readonly logLevel: LogLevel;
+}
 
 export interface AgentTuning {
   readonly annotator?: Pick<NodeAnnotatorOptions, 'backoff' | 'requestTimeoutMs' | 'verifyEveryMs'>;

@@ -12,7 +12,7 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { CONNTRACK_KEYS } from '../core/conntrack.ts';
 import type { PartialConntrackValues } from '../core/conntrack.ts';
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 import { backoffDelay, describeApiError, MERGE_PATCH_HEADERS, requestOptions, statusOf } from '../cluster/api.ts';
 import { annotationsFor, nodeAnnotationKey, OBSERVED_AT_ANNOTATION, ownAnnotations } from '../cluster/node-annotations.ts';
 

@@ -21,7 +21,7 @@
  *   meanwhile may have reused a gone endpoint's IP.
  * - One log line per Service and sweep; nothing here can stop the agent.
  */
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 import type { TallyEntry } from '../diagnose/tally.ts';
 import type { TableRead } from '../host/conntrack-table.ts';
 import type { DeleteResult, FlowGroup } from '../host/conntrack-delete.ts';

@@ -14,12 +14,11 @@
  */
 import { CoreV1Api, DiscoveryV1Api } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 import { ResourceInformer } from '../cluster/resource-informer.ts';
 import type { ResourceInformerOptions, ResourceInformerStatus } from '../cluster/resource-informer.ts';
 import { buildServiceIndex, SERVICE_NAME_LABEL } from '../diagnose/endpoints.ts';
 import type { IndexProblem, ServiceIndex } from '../diagnose/endpoints.ts';
-import type { EndpointChangeCounter } from './endpoint-changes.ts';
 
 export const SERVICES_PATH = '/api/v1/services';
 export const ENDPOINTSLICES_PATH = '/apis/discovery.k8s.io/v1/endpointslices';
@@ -44,6 +43,12 @@ export interface TrimmedService extends KubernetesObject {
     ports: Array<{ name?: string; protocol?: string; port: number; nodePort?: number }>;
   };
   status?: { loadBalancer: { ingress: Array<{ ip: string }> } };
+}
+
+/** Told of every slice as it arrives; `synced`: the informer has listed everything once. */
+export interface SliceListener {
+  upsert(slice: TrimmedSlice, synced: boolean): void;
+  remove(slice: TrimmedSlice, synced: boolean): void;
 }
 
 export interface TrimmedSlice extends KubernetesObject {
@@ -155,7 +160,7 @@ export interface ServiceEndpointsOptions {
   /** Watch Services too (the stale count needs them; the endpoint-change count does not). Default true. */
   readonly services?: boolean;
   /** Count endpoint changes per Service (endpoint-changes.ts) from the slices as they arrive. */
-  readonly endpointChanges?: EndpointChangeCounter;
+  readonly endpointChanges?: SliceListener;
   /** Told of every slice as it arrives or goes (the conntrack reaper's endpoint tracker); `synced`: after the first list. */
   readonly onSlice?: { upsert(slice: TrimmedSlice, synced: boolean): void; remove(slice: TrimmedSlice, synced: boolean): void };
   /** Keep only this node's endpoints (when nothing but the endpoint-change count reads the slices). */

@@ -14,9 +14,9 @@
  *   once when it begins, not every interval.
  * - Nothing here can stop the agent: every failure ends as a scan result.
  */
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 import { DiagnoseTally } from '../diagnose/tally.ts';
-import type { DiagnoseReport } from '../diagnose/classify.ts';
+import type { DiagnoseReport } from '../diagnose/report.ts';
 import { setStaleGauge } from '../diagnose/probe.ts';
 import { ConntrackUnreadableError } from '../host/conntrack-table.ts';
 import type { ConntrackTable, TableRead } from '../host/conntrack-table.ts';

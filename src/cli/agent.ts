@@ -1,7 +1,7 @@
 /** `safe-termination agent`: parse flags, start the node agent, stop on SIGTERM/SIGINT. */
-import { AGENT_FLAGS, parseAgentConfig } from '../config.ts';
-import { ErrorCode, UsageError } from '../errors.ts';
-import { createLogger } from '../server/logger.ts';
+import { AGENT_FLAGS, parseAgentConfig } from './config.ts';
+import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { createLogger } from '../shared/logger.ts';
 import { runUntilSignal } from './signals.ts';
 import { flagHelp, wantsHelp } from './help.ts';
 

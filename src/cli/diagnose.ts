@@ -1,9 +1,9 @@
 /** `safe-termination diagnose`: stale conntrack entries per Service and protocol. */
 import { open, readFile } from 'node:fs/promises';
-import { CLUSTER_FLAGS, CONNTRACK_FLAGS, flag, parseFlags } from '../config.ts';
+import { CLUSTER_FLAGS, CONNTRACK_FLAGS, flag, parseFlags } from './config.ts';
 import { MODEL_DEFAULTS } from '../core/model.ts';
 import { timeoutAdvice } from '../core/tuning.ts';
-import { ErrorCode, UsageError } from '../errors.ts';
+import { ErrorCode, UsageError } from '../shared/errors.ts';
 import { buildServiceIndex, parseKubernetesObjects } from '../diagnose/endpoints.ts';
 import type { IndexProblem } from '../diagnose/endpoints.ts';
 import { formatReport, formatTimeouts } from '../diagnose/format.ts';

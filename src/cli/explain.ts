@@ -2,7 +2,7 @@
  * `safe-termination explain`: what inject (and the webhook) would do to each
  * Pod and pod template, and why — every input of the sizing with its source.
  */
-import { CONNTRACK_FLAGS, flag, MODEL_FLAGS } from '../config.ts';
+import { CONNTRACK_FLAGS, flag, MODEL_FLAGS } from './config.ts';
 import { CONNTRACK_KEYS } from '../core/conntrack.ts';
 import type { ConntrackKey } from '../core/conntrack.ts';
 import { isNativeSidecar } from '../core/pod.ts';
@@ -10,11 +10,11 @@ import type { Input, Plan } from '../core/plan.ts';
 import { Annotation } from '../core/names.ts';
 import { howToSet, planTuning } from '../core/tuning.ts';
 import type { PlanTuning } from '../core/tuning.ts';
-import { ErrorCode, UsageError } from '../errors.ts';
+import { ErrorCode, UsageError } from '../shared/errors.ts';
 import { pointerSegments, toPointer } from '../manifest/edit.ts';
 import type { ManifestFacts } from '../manifest/facts.ts';
-import { checkQuietVerbose, INPUT_FLAGS, parseCommandFlags, plainFlagHelp, prepare, processIO } from '../manifest/options.ts';
-import type { CliIO } from '../manifest/options.ts';
+import { checkQuietVerbose, INPUT_FLAGS, parseCommandFlags, plainFlagHelp, prepare, processIO } from './command-options.ts';
+import type { CliIO } from './command-options.ts';
 import { processManifest } from '../manifest/process.ts';
 import type { ManifestOutcome, TargetOutcome } from '../manifest/process.ts';
 import { SKIP_HINTS, untemplatedLines } from '../manifest/report.ts';

@@ -1,6 +1,6 @@
 /** Help text for a flag table: flag, environment variable, default, meaning. */
-import type { FlagSpec } from '../config.ts';
-import { camelToKebab, flagEnvName } from '../config.ts';
+import type { FlagSpec } from './config.ts';
+import { camelToKebab, flagEnvName } from './config.ts';
 
 export function formatDefault(spec: FlagSpec<unknown>): string {
   const value = spec.default;

@@ -4,10 +4,10 @@
  * src/manifest/process.ts.
  */
 import { chmod, rename, stat, writeFile } from 'node:fs/promises';
-import { CONNTRACK_FLAGS, flag, MODEL_FLAGS } from '../config.ts';
-import { ErrorCode, UsageError } from '../errors.ts';
-import { checkQuietVerbose, INPUT_FLAGS, parseCommandFlags, plainFlagHelp, prepare, processIO } from '../manifest/options.ts';
-import type { CliIO } from '../manifest/options.ts';
+import { CONNTRACK_FLAGS, flag, MODEL_FLAGS } from './config.ts';
+import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { checkQuietVerbose, INPUT_FLAGS, parseCommandFlags, plainFlagHelp, prepare, processIO } from './command-options.ts';
+import type { CliIO } from './command-options.ts';
 import { problemLines, processManifest } from '../manifest/process.ts';
 import type { ManifestOutcome } from '../manifest/process.ts';
 import { STDIN } from '../manifest/read.ts';

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** The `safe-termination` command: subcommand dispatch only. */
-import { ErrorCode, UsageError } from '../errors.ts';
-import { PRODUCT, VERSION } from '../version.ts';
+import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { PRODUCT, VERSION } from '../shared/version.ts';
 
 const USAGE = `${PRODUCT} ${VERSION}: inject safe pod termination (preStop sleep + grace period)
 

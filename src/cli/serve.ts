@@ -1,11 +1,12 @@
 /** `safe-termination serve`: parse flags, start the webhook, handle signals. */
 import { runsInPod } from '../cluster/in-pod.ts';
-import { parseServeConfig, SERVE_FLAGS } from '../config.ts';
-import type { ServeConfig } from '../config.ts';
-import { createLogger } from '../server/logger.ts';
-import type { Logger } from '../server/logger.ts';
-import { localFactsWiring, startWebhook } from '../server/serve.ts';
-import type { FactsWiring } from '../server/serve.ts';
+import { parseServeConfig, SERVE_FLAGS } from './config.ts';
+import { createLogger } from '../shared/logger.ts';
+import type { Logger } from '../shared/logger.ts';
+import type { FactsWiring } from '../core/facts.ts';
+import { localFactsWiring } from '../host/local-facts.ts';
+import { startWebhook } from '../server/serve.ts';
+import type { ServeConfig } from '../server/serve.ts';
 import { flagHelp, wantsHelp } from './help.ts';
 import { runUntilSignal } from './signals.ts';
 

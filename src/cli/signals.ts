@@ -1,5 +1,5 @@
 /** Long-running commands: stop on SIGTERM or SIGINT; a second signal exits at once. */
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 
 /**
  * After a clean stop the process ends by itself once nothing is open. A request

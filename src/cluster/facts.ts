@@ -5,16 +5,17 @@
  * `conntrackFor` and `kubeVersion` do no I/O, so a slow or dead API server never
  * delays an admission, it only leaves the last known (or fallback) facts in place.
  */
-import type { ServeConfig } from '../config.ts';
 import { layerFacts, staticFacts, withIpvsUdpTimeout } from '../core/conntrack.ts';
-import type { ConntrackFacts, PartialConntrackValues } from '../core/conntrack.ts';
-import type { FactsSource } from '../core/facts.ts';
-import type { Logger } from '../server/logger.ts';
-import { localFactsWiring } from '../server/serve.ts';
-import type { FactsWiring } from '../server/serve.ts';
+import type { ConntrackFacts, ConntrackValues, PartialConntrackValues } from '../core/conntrack.ts';
+import type { FactsSource, FactsWiring } from '../core/facts.ts';
+import type { KubeVersion } from '../core/model.ts';
+import { localFactsWiring } from '../host/local-facts.ts';
+import type { LocalFactsConfig } from '../host/local-facts.ts';
+import type { Logger } from '../shared/logger.ts';
 import { CandidateIndex } from './candidate-nodes.ts';
 import { resolveClusterAccess } from './kubeconfig.ts';
 import type { ClusterAccess } from './kubeconfig.ts';
+import type { ConfigMapRef } from './kube-proxy-config.ts';
 import { KubeProxySource } from './kube-proxy-source.ts';
 import { NodeInformer } from './node-informer.ts';
 import type { NodeInformerOptions } from './node-informer.ts';
@@ -36,11 +37,16 @@ export interface ClusterFactsTuning {
 }
 
 /** What the cluster wiring reads of the configuration (serve's, or the CLI's). */
-export type ClusterFactsConfig = Pick<
-  ServeConfig,
-  'staticConntrack' | 'kubernetesVersion' | 'kubeProxyConfigMap' | 'kubeProxyIntervalSeconds' | 'informerSyncTimeoutSeconds'
-> &
-  Partial<Pick<ServeConfig, 'servicesInformer'>>;
+export interface ClusterFactsConfig {
+  readonly staticConntrack: ConntrackValues;
+  readonly kubernetesVersion: KubeVersion | undefined;
+  /** undefined: kube-proxy's configuration is not read. */
+  readonly kubeProxyConfigMap: ConfigMapRef | undefined;
+  readonly kubeProxyIntervalSeconds: number;
+  readonly informerSyncTimeoutSeconds: number;
+  /** Keep a Service informer: the Services selecting a pod add their protocols. */
+  readonly servicesInformer?: boolean;
+}
 
 export interface ClusterFactsWiring extends FactsWiring {
   readonly index: CandidateIndex;
@@ -141,7 +147,7 @@ export async function clusterFactsWiring(
 export function selectFactsWiring(
   env: Readonly<Record<string, string | undefined>>,
   options: { readonly inClusterRoot?: string; readonly tuning?: ClusterFactsTuning } = {},
-): (config: ServeConfig, log: Logger) => Promise<FactsWiring> {
+): (config: ClusterFactsConfig & LocalFactsConfig & { readonly kubeconfig: string | undefined }, log: Logger) => Promise<FactsWiring> {
   return async (config, log) => {
     const access = resolveClusterAccess({ kubeconfig: config.kubeconfig, env, inClusterRoot: options.inClusterRoot });
     if (access.kind === 'none') return localFactsWiring(config, log);

@@ -11,6 +11,12 @@ import { IPVS_KERNEL_UDP_TIMEOUT } from '../core/conntrack.ts';
 import type { ConntrackKey, PartialConntrackValues } from '../core/conntrack.ts';
 
 /** KubeProxyConfiguration conntrack field → our key. kube-proxy has no time-wait field. */
+/** A ConfigMap by namespace and name, e.g. kube-system/kube-proxy. */
+export interface ConfigMapRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
 export const KUBE_PROXY_FIELDS: Readonly<Record<string, ConntrackKey>> = {
   udpTimeout: 'udp-timeout',
   udpStreamTimeout: 'udp-timeout-stream',

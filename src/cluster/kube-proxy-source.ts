@@ -6,10 +6,10 @@
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { PartialConntrackValues } from '../core/conntrack.ts';
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 import { describeApiError, requestOptions, statusOf } from './api.ts';
 import { kubeProxyConfigText, parseKubeProxyConfig } from './kube-proxy-config.ts';
-import type { ConfigMapRef } from '../config.ts';
+import type { ConfigMapRef } from './kube-proxy-config.ts';
 
 export interface KubeProxySourceOptions {
   readonly kubeConfig: KubeConfig;

@@ -6,7 +6,7 @@
  * - else none: the webhook uses this machine's /proc/sys, the agent only serves metrics.
  */
 import { KubeConfig } from '@kubernetes/client-node';
-import { ErrorCode, UsageError } from '../errors.ts';
+import { ErrorCode, UsageError } from '../shared/errors.ts';
 import { runsInPod } from './in-pod.ts';
 
 export { runsInPod, SERVICE_ACCOUNT_DIR } from './in-pod.ts';

@@ -13,7 +13,7 @@
  */
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 import type { NodeRecord } from './candidate-nodes.ts';
 import { conntrackFromAnnotations, ownAnnotations } from './node-annotations.ts';
 import { ResourceInformer } from './resource-informer.ts';

@@ -22,7 +22,7 @@
  */
 import { KubeConfig, ListWatch, V1ListMeta, Watch } from '@kubernetes/client-node';
 import type { ConfigurationOptions, KubernetesListObject, KubernetesObject, RequestContext } from '@kubernetes/client-node';
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 import { backoffDelay, describeApiError, requestOptions, statusOf } from './api.ts';
 
 export interface ListPage {

@@ -8,7 +8,7 @@ import { VersionApi } from '@kubernetes/client-node';
 import type { KubeConfig, VersionInfo } from '@kubernetes/client-node';
 import { parseKubeVersion } from '../core/model.ts';
 import type { KubeVersion } from '../core/model.ts';
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 import { backoffDelay, describeApiError, requestOptions } from './api.ts';
 
 /** gitVersion "v1.30.2-eks-1234" first; else major/minor ("1", "30+"). */

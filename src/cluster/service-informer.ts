@@ -10,7 +10,7 @@
  */
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
-import type { Logger } from '../server/logger.ts';
+import type { Logger } from '../shared/logger.ts';
 import { readService } from '../core/services.ts';
 import type { ServiceIndex } from '../core/services.ts';
 import { ResourceInformer } from './resource-informer.ts';

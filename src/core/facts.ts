@@ -17,3 +17,11 @@ export interface FactsSource {
 export function fixedFacts(conntrack: ConntrackFacts, kubeVersion: KubeVersion | undefined): FactsSource {
   return { conntrackFor: () => conntrack, kubeVersion: () => kubeVersion };
 }
+
+/** Facts as the webhook holds them: ready once synced (or timed out), stopped at shutdown. */
+export interface FactsWiring {
+  readonly facts: FactsSource;
+  /** Resolves when facts are ready (or their sync timeout passed). */
+  readonly ready: Promise<void>;
+  stop(): Promise<void>;
+}

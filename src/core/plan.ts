@@ -16,7 +16,7 @@ import { decodeRecord, RECORD_VERSION } from './record.ts';
 import type { DecisionRecord } from './record.ts';
 import type { SelectingService } from './services.ts';
 import { MAX_DURATION_SECONDS } from './duration.ts';
-import { RECORD_AUTHOR } from '../version.ts';
+import { RECORD_AUTHOR } from '../shared/version.ts';
 
 export interface DecisionContext {
   readonly defaults: ModelDefaults;

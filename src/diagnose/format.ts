@@ -1,5 +1,5 @@
 /** Text rendering of a diagnosis (pure). */
-import type { DiagnoseReport, ServiceGroup } from './classify.ts';
+import type { DiagnoseReport, ServiceGroup } from './report.ts';
 import type { TimeoutAdvice } from '../core/tuning.ts';
 
 export interface FormatOptions {

@@ -5,7 +5,7 @@
  * how to get the current Services/EndpointSlices (its own informer or list).
  */
 import { diagnose, staleCounts } from './classify.ts';
-import type { DiagnoseReport } from './classify.ts';
+import type { DiagnoseReport } from './report.ts';
 import type { ConntrackEntry } from './conntrack.ts';
 import type { ServiceIndex } from './endpoints.ts';
 

@@ -11,7 +11,7 @@
  * Pure: no I/O. test/diagnose/tally.test.ts checks that reports mid-way and at the
  * end equal `diagnose` of the entries so far, on real captures and random tables.
  */
-import type { DiagnoseReport, ServiceGroup, UnattributedGroup, Verdict } from './classify.ts';
+import type { DiagnoseReport, ServiceGroup, UnattributedGroup, Verdict } from './report.ts';
 import { formatAddress } from './conntrack.ts';
 import { frontendKey, nodePortKey, serviceKey } from './endpoints.ts';
 import type { EndpointState, ServiceIndex, ServicePortRef } from './endpoints.ts';

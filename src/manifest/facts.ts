@@ -14,14 +14,14 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { CandidateIndex, candidateNodes, isUnconstrained } from '../cluster/candidate-nodes.ts';
 import type { ClusterAccess } from '../cluster/kubeconfig.ts';
-import type { ConfigMapRef } from '../config.ts';
+import type { ConfigMapRef } from '../cluster/kube-proxy-config.ts';
 import type { ClusterFactsConfig } from '../cluster/facts.ts';
 import { CONNTRACK_KEYS, layerFacts, staticFacts, sysctlName, withIpvsUdpTimeout } from '../core/conntrack.ts';
 import type { ConntrackFacts, ConntrackKey, ConntrackSource, ConntrackValues, PartialConntrackValues } from '../core/conntrack.ts';
 import type { KubeVersion, ModelDefaults } from '../core/model.ts';
 import type { PodPlacement } from '../core/pod.ts';
 import { readConntrackSysctls } from '../host/sysctl.ts';
-import { createLogger } from '../server/logger.ts';
+import { createLogger } from '../shared/logger.ts';
 import type { NodeDump } from './nodes.ts';
 
 export interface Origin {

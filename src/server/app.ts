@@ -8,7 +8,7 @@ import type { Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { ReviewHandler } from '../admission/handler.ts';
 import { allowed } from '../admission/responses.ts';
-import { ErrorCode, errorBody } from '../errors.ts';
+import { ErrorCode, errorBody } from '../shared/errors.ts';
 import type { WebhookMetrics } from './metrics.ts';
 import type { ServerState } from './state.ts';
 import { TLS_OPTIONS } from './tls.ts';

@@ -1,15 +1,16 @@
 /** `safe-termination serve`: wires config, facts, TLS files, app, metrics and shutdown. */
 import type { Server } from 'node:http';
 import { createReviewHandler } from '../admission/handler.ts';
-import type { ServeConfig } from '../config.ts';
-import { fixedFacts } from '../core/facts.ts';
-import type { FactsSource } from '../core/facts.ts';
-import { sysctlName } from '../core/conntrack.ts';
-import { readLocalFacts } from '../host/local-facts.ts';
+import type { ConfigMapRef } from '../cluster/kube-proxy-config.ts';
+import type { ConntrackValues } from '../core/conntrack.ts';
+import type { FactsWiring } from '../core/facts.ts';
+import type { KubeVersion, ModelDefaults } from '../core/model.ts';
+import { localFactsWiring } from '../host/local-facts.ts';
 import { buildApp } from './app.ts';
 import type { ServerTimeouts, WebhookApp } from './app.ts';
-import type { Logger } from './logger.ts';
-import { createWebhookMetrics, startMetricsServer } from './metrics.ts';
+import type { Logger, LogLevel } from '../shared/logger.ts';
+import { startMetricsServer } from '../shared/metrics-endpoint.ts';
+import { createWebhookMetrics } from './metrics.ts';
 import type { WebhookMetrics } from './metrics.ts';
 import { ServerState } from './state.ts';
 import { loadCertificate, TLS_OPTIONS, validityProblem, watchCertificate } from './tls.ts';
@@ -26,23 +27,29 @@ export interface RunningWebhook {
   shutdown(delayMs?: number): Promise<void>;
 }
 
-export interface FactsWiring {
-  readonly facts: FactsSource;
-  /** Resolves when facts are ready (or their sync timeout passed). */
-  readonly ready: Promise<void>;
-  stop(): Promise<void>;
-}
-
-/** Outside a cluster: this machine's /proc/sys, then the static values. */
-export async function localFactsWiring(config: ServeConfig, log: Logger): Promise<FactsWiring> {
-  const local = await readLocalFacts(config.conntrackProcDir, config.staticConntrack);
-  if (local.reading.missing.length > 0) {
-    log.info(
-      { dir: config.conntrackProcDir, missing: local.reading.missing.map(sysctlName) },
-      'some conntrack sysctls are not readable here; static values stand in for them',
-    );
-  }
-  return { facts: fixedFacts(local.facts, config.kubernetesVersion), ready: Promise.resolve(), stop: async () => {} };
+export interface ServeConfig {
+  readonly port: number;
+  readonly bindAddress: string;
+  readonly metricsPort: number;
+  readonly tlsCertFile: string;
+  readonly tlsPrivateKeyFile: string;
+  readonly logLevel: LogLevel;
+  readonly shutdownDelaySeconds: number;
+  readonly shutdownTimeoutSeconds: number;
+  readonly tlsReloadIntervalSeconds: number;
+  readonly maxConnections: number;
+  readonly maxBodyBytesInFlight: number;
+  readonly model: ModelDefaults;
+  readonly kubernetesVersion: KubeVersion | undefined;
+  readonly staticConntrack: ConntrackValues;
+  readonly conntrackProcDir: string;
+  readonly kubeconfig: string | undefined;
+  readonly informerSyncTimeoutSeconds: number;
+  /** undefined: kube-proxy's configuration is not read. */
+  readonly kubeProxyConfigMap: ConfigMapRef | undefined;
+  readonly kubeProxyIntervalSeconds: number;
+  /** Keep a Service informer (in a cluster): the Services selecting a pod add their protocols. */
+  readonly servicesInformer: boolean;
 }
 
 export async function startWebhook(

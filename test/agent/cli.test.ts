@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { runAgent } from '../../src/cli/agent.ts';
 import { resolveClusterAccess } from '../../src/cluster/kubeconfig.ts';
-import { AGENT_FLAGS, camelToKebab, parseAgentConfig } from '../../src/config.ts';
+import { AGENT_FLAGS, camelToKebab, parseAgentConfig } from '../../src/cli/config.ts';
 import { makeNode, startFakeApiServer, waitUntil } from '../support/fake-apiserver.ts';
 import { REPO_ROOT } from '../support/webhook.ts';
 

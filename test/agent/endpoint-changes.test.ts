@@ -15,8 +15,8 @@ import { countChanges, EndpointChangeCounter } from '../../src/agent/endpoint-ch
 import { ENDPOINTSLICES_PATH, SERVICES_PATH, trimSlice } from '../../src/agent/service-endpoints.ts';
 import type { TrimmedSlice } from '../../src/agent/service-endpoints.ts';
 import { startAgent } from '../../src/agent/agent.ts';
-import { parseAgentConfig } from '../../src/config.ts';
-import { createLogger } from '../../src/server/logger.ts';
+import { parseAgentConfig } from '../../src/cli/config.ts';
+import { createLogger } from '../../src/shared/logger.ts';
 import { makeEndpointSlice, makeNode, startFakeApiServer, waitUntil } from '../support/fake-apiserver.ts';
 import { LogCapture } from '../support/webhook.ts';
 

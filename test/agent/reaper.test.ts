@@ -12,7 +12,7 @@ import { createAgentMetrics } from '../../src/agent/metrics.ts';
 import { trimSlice } from '../../src/agent/service-endpoints.ts';
 import type { TallyEntry } from '../../src/diagnose/tally.ts';
 import type { FlowGroup } from '../../src/host/conntrack-delete.ts';
-import { createLogger } from '../../src/server/logger.ts';
+import { createLogger } from '../../src/shared/logger.ts';
 import { makeEndpointSlice, waitUntil } from '../support/fake-apiserver.ts';
 import { LogCapture } from '../support/webhook.ts';
 

@@ -9,7 +9,7 @@ import type { Test } from 'tap';
 import { KubeConfig } from '@kubernetes/client-node';
 import { ENDPOINTSLICES_PATH, SERVICES_PATH, ServiceEndpoints, trimService, trimSlice } from '../../src/agent/service-endpoints.ts';
 import { serviceKey } from '../../src/diagnose/endpoints.ts';
-import { createLogger } from '../../src/server/logger.ts';
+import { createLogger } from '../../src/shared/logger.ts';
 import { makeEndpointSlice, makeService, startFakeApiServer, waitUntil } from '../support/fake-apiserver.ts';
 import type { FakeApiServer } from '../support/fake-apiserver.ts';
 import { LogCapture } from '../support/webhook.ts';

@@ -9,12 +9,13 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
 import { parse } from 'yaml';
-import { CONNTRACK_FLAGS, LOG_LEVELS, MODEL_FLAGS, parseAgentConfig, parseFlags, parseServeConfig, SERVE_FLAGS } from '../../src/config.ts';
+import { LOG_LEVELS } from '../../src/shared/logger.ts';
+import { CONNTRACK_FLAGS, MODEL_FLAGS, parseAgentConfig, parseFlags, parseServeConfig, SERVE_FLAGS } from '../../src/cli/config.ts';
 import { EXISTING_PRESTOP, PRESTOP_MODES } from '../../src/core/annotations.ts';
 import { LINUX_DEFAULTS } from '../../src/core/conntrack.ts';
 import { parseDuration } from '../../src/core/duration.ts';
 import { INVALID_ANNOTATION_POLICIES, MODEL_DEFAULTS, TCP_SIZINGS } from '../../src/core/model.ts';
-import { VERSION } from '../../src/version.ts';
+import { VERSION } from '../../src/shared/version.ts';
 import { REPO_ROOT } from '../../scripts/helm.ts';
 import { CHART, ciModes, one, podSpecOf, render, template } from './render.ts';
 import type { K8sObject } from './render.ts';
@@ -179,7 +180,7 @@ t.test('versions: appVersion and the image tag are the package version', async (
   const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
   const chart = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { appVersion: string; version: string };
   t.equal(chart.appVersion, pkg.version, 'Chart.yaml appVersion = package.json version');
-  t.equal(VERSION, pkg.version, 'src/version.ts = package.json version');
+  t.equal(VERSION, pkg.version, 'src/shared/version.ts = package.json version');
   const objects = await render();
   for (const kind of ['Deployment', 'DaemonSet']) {
     t.equal(podSpecOf(one(objects, kind)).containers[0].image, `ghcr.io/safe-termination/safe-termination:${pkg.version}`, `${kind} image tag defaults to the package version`);

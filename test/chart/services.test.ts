@@ -4,7 +4,7 @@
  * grant and the informer go together.
  */
 import t from 'tap';
-import { parseServeConfig } from '../../src/config.ts';
+import { parseServeConfig } from '../../src/cli/config.ts';
 import { ofKind, podSpecOf, render } from './render.ts';
 
 const webhookRole = (objects: Awaited<ReturnType<typeof render>>) => ofKind(objects, 'ClusterRole').find((r) => r.metadata.name === 'safe-termination-webhook');

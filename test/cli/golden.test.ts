@@ -30,7 +30,7 @@ import { makeCerts, startTestWebhook } from '../support/webhook.ts';
 import type { TestWebhook } from '../support/webhook.ts';
 import { trimService } from '../../src/cluster/service-informer.ts';
 import { readService, ServiceIndex } from '../../src/core/services.ts';
-import { localFactsWiring } from '../../src/server/serve.ts';
+import { localFactsWiring } from '../../src/host/local-facts.ts';
 import { manifestPods, manifestServices } from './doors.ts';
 import { runCli } from './run.ts';
 

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { runExplain } from '../../src/cli/explain.ts';
 import { runInject } from '../../src/cli/inject.ts';
-import type { CliIO } from '../../src/manifest/options.ts';
+import type { CliIO } from '../../src/cli/command-options.ts';
 import { REPO_ROOT } from '../support/webhook.ts';
 
 export interface CliResult {

@@ -9,7 +9,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { CandidateIndex } from '../../src/cluster/candidate-nodes.ts';
 import { NodeInformer } from '../../src/cluster/node-informer.ts';
 import { LINUX_DEFAULTS, staticFacts } from '../../src/core/conntrack.ts';
-import { createLogger } from '../../src/server/logger.ts';
+import { createLogger } from '../../src/shared/logger.ts';
 import { makeNode, startFakeApiServer, waitUntil } from '../support/fake-apiserver.ts';
 import type { FakeApiServer, FakeApiServerOptions } from '../support/fake-apiserver.ts';
 import { LogCapture } from '../support/webhook.ts';

@@ -13,7 +13,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { selectFactsWiring } from '../../src/cluster/facts.ts';
 import { ServiceInformer, trimService } from '../../src/cluster/service-informer.ts';
 import { ServiceIndex } from '../../src/core/services.ts';
-import { createLogger } from '../../src/server/logger.ts';
+import { createLogger } from '../../src/shared/logger.ts';
 import { applyAnswer } from '../support/patch.ts';
 import type { ReviewAnswer } from '../support/patch.ts';
 import { podProblems } from '../support/pod-validation.ts';

@@ -264,9 +264,9 @@ t.test('a failure inside the decision admits the pod unchanged (never blocks cre
 });
 
 t.test('a port already in use fails the start cleanly', async (t) => {
-  const { parseServeConfig } = await import('../../src/config.ts');
+  const { parseServeConfig } = await import('../../src/cli/config.ts');
   const { startWebhook } = await import('../../src/server/serve.ts');
-  const { createLogger } = await import('../../src/server/logger.ts');
+  const { createLogger } = await import('../../src/shared/logger.ts');
   let stopped = false;
   const config = parseServeConfig(['--port', String(w.webhook.port), '--metrics-port', '0', '--bind-address', '127.0.0.1', '--tls-cert-file', w.certs.certFile, '--tls-private-key-file', w.certs.keyFile], {});
   await t.rejects(

@@ -16,7 +16,7 @@ import { trimSlice } from '../../src/agent/service-endpoints.ts';
 import type { TrimmedSlice } from '../../src/agent/service-endpoints.ts';
 import { ConntrackTable } from '../../src/host/conntrack-table.ts';
 import { deleteFlowGroup } from '../../src/host/conntrack-delete.ts';
-import { createLogger } from '../../src/server/logger.ts';
+import { createLogger } from '../../src/shared/logger.ts';
 
 interface Input {
   readonly before: unknown[];

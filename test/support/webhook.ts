@@ -6,12 +6,12 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import { parseServeConfig } from '../../src/config.ts';
-import type { ServeConfig } from '../../src/config.ts';
-import { createLogger } from '../../src/server/logger.ts';
+import { parseServeConfig } from '../../src/cli/config.ts';
+import { createLogger } from '../../src/shared/logger.ts';
 import { startWebhook } from '../../src/server/serve.ts';
-import type { FactsWiring, RunningWebhook } from '../../src/server/serve.ts';
-import type { Logger } from '../../src/server/logger.ts';
+import type { FactsWiring } from '../../src/core/facts.ts';
+import type { RunningWebhook, ServeConfig } from '../../src/server/serve.ts';
+import type { Logger } from '../../src/shared/logger.ts';
 import type { ServerTimeouts } from '../../src/server/app.ts';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');

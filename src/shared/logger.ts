@@ -1,10 +1,12 @@
 /** JSON logs (pino). Pod specs are never logged: only uid, name and decision. */
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import type { LogLevel } from '../config.ts';
-import { PRODUCT, VERSION } from '../version.ts';
+import { PRODUCT, VERSION } from './version.ts';
 
 export type { Logger };
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Buffered log lines beyond this are dropped rather than held: a stalled stdout must not grow memory. */
 export const MAX_BUFFERED_LOG_BYTES = 16 * 1024 * 1024;

@@ -5,13 +5,17 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { DURATION_FORM, formatDuration, parseDuration } from './core/duration.ts';
-import { LINUX_DEFAULTS } from './core/conntrack.ts';
-import type { ConntrackKey, ConntrackValues } from './core/conntrack.ts';
-import { EXISTING_PRESTOP, PRESTOP_MODES, editDistance } from './core/annotations.ts';
-import { INVALID_ANNOTATION_POLICIES, MODEL_DEFAULTS, TCP_SIZINGS, parseKubeVersion } from './core/model.ts';
-import type { KubeVersion, ModelDefaults } from './core/model.ts';
-import { ErrorCode, UsageError } from './errors.ts';
+import { DURATION_FORM, formatDuration, parseDuration } from '../core/duration.ts';
+import { LINUX_DEFAULTS } from '../core/conntrack.ts';
+import type { ConntrackKey, ConntrackValues } from '../core/conntrack.ts';
+import { EXISTING_PRESTOP, PRESTOP_MODES, editDistance } from '../core/annotations.ts';
+import { INVALID_ANNOTATION_POLICIES, MODEL_DEFAULTS, TCP_SIZINGS, parseKubeVersion } from '../core/model.ts';
+import type { KubeVersion, ModelDefaults } from '../core/model.ts';
+import type { ConfigMapRef } from '../cluster/kube-proxy-config.ts';
+import type { AgentConfig } from '../agent/agent.ts';
+import type { ServeConfig } from '../server/serve.ts';
+import { LOG_LEVELS } from '../shared/logger.ts';
+import { ErrorCode, UsageError } from '../shared/errors.ts';
 
 export const ENV_PREFIX = 'SAFE_TERMINATION_';
 
@@ -97,9 +101,6 @@ export const flag = {
     parse: (t) => parseKubeVersion(t),
   }),
 };
-
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** The defaults of the sizing model (spec §4). */
 export const MODEL_FLAGS = {
@@ -277,11 +278,6 @@ export const CLUSTER_FLAGS = {
   ),
 } as const;
 
-export interface ConfigMapRef {
-  readonly namespace: string;
-  readonly name: string;
-}
-
 /** "kube-system/kube-proxy" → {namespace, name}; undefined when not of that form. */
 export function parseConfigMapRef(text: string): ConfigMapRef | undefined {
   const m = /^([a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)\/([a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?)$/.exec(text);
@@ -317,27 +313,6 @@ export const AGENT_FLAGS = {
   logLevel: SERVER_FLAGS.logLevel,
 } as const;
 
-export interface AgentConfig {
-  /** undefined only outside a cluster, where the agent publishes nothing. */
-  readonly nodeName: string | undefined;
-  readonly intervalSeconds: number;
-  readonly metricsPort: number;
-  readonly bindAddress: string;
-  readonly conntrackProcDir: string;
-  readonly procNetDir: string;
-  /** 0: the stale-entry count is off. */
-  readonly staleConntrackIntervalSeconds: number;
-  /** Count endpoint changes per Service (safe_termination_endpoint_changes_total). */
-  readonly endpointChanges: boolean;
-  /** The conntrack reaper (spec §10). */
-  readonly reap: boolean;
-  readonly reapHoldSeconds: number;
-  readonly reapMaxPerSecond: number;
-  readonly reapDryRun: boolean;
-  readonly kubeconfig: string | undefined;
-  readonly logLevel: LogLevel;
-}
-
 /** Node names are DNS subdomains (RFC 1123), as the API server validates them. */
 const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
@@ -366,31 +341,6 @@ export function parseAgentConfig(argv: readonly string[], env: Readonly<Record<s
     kubeconfig: v.kubeconfig,
     logLevel: v.logLevel,
   });
-}
-
-export interface ServeConfig {
-  readonly port: number;
-  readonly bindAddress: string;
-  readonly metricsPort: number;
-  readonly tlsCertFile: string;
-  readonly tlsPrivateKeyFile: string;
-  readonly logLevel: LogLevel;
-  readonly shutdownDelaySeconds: number;
-  readonly shutdownTimeoutSeconds: number;
-  readonly tlsReloadIntervalSeconds: number;
-  readonly maxConnections: number;
-  readonly maxBodyBytesInFlight: number;
-  readonly model: ModelDefaults;
-  readonly kubernetesVersion: KubeVersion | undefined;
-  readonly staticConntrack: ConntrackValues;
-  readonly conntrackProcDir: string;
-  readonly kubeconfig: string | undefined;
-  readonly informerSyncTimeoutSeconds: number;
-  /** undefined: kube-proxy's configuration is not read. */
-  readonly kubeProxyConfigMap: ConfigMapRef | undefined;
-  readonly kubeProxyIntervalSeconds: number;
-  /** Keep a Service informer (in a cluster): the Services selecting a pod add their protocols. */
-  readonly servicesInformer: boolean;
 }
 
 export function parseServeConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServeConfig {

@@ -1,7 +1,7 @@
 import t from 'tap';
-import { flagEnvName, parseFlags, parseServeConfig, SERVE_FLAGS } from '../src/config.ts';
-import { UsageError } from '../src/errors.ts';
-import { MODEL_DEFAULTS } from '../src/core/model.ts';
+import { flagEnvName, parseFlags, parseServeConfig, SERVE_FLAGS } from '../../src/cli/config.ts';
+import { UsageError } from '../../src/shared/errors.ts';
+import { MODEL_DEFAULTS } from '../../src/core/model.ts';
 
 const TLS = ['--tls-cert-file', '/c.crt', '--tls-private-key-file', '/c.key'];
 

@@ -3,21 +3,21 @@
  * conntrack values are `serve`'s own tables), the inputs and the facts.
  */
 import { readFile } from 'node:fs/promises';
-import { formatDefault } from '../cli/help.ts';
-import { CLUSTER_FLAGS, CONNTRACK_FLAGS, flag, flagEnvName, MODEL_FLAGS, modelDefaultsFrom, parseConfigMapRef, parseFlags, staticConntrackFrom } from '../config.ts';
-import type { FlagSpec, FlagValues, ParsedFlags } from '../config.ts';
+import { formatDefault } from './help.ts';
+import { CLUSTER_FLAGS, CONNTRACK_FLAGS, flag, flagEnvName, MODEL_FLAGS, modelDefaultsFrom, parseConfigMapRef, parseFlags, staticConntrackFrom } from './config.ts';
+import type { FlagSpec, FlagValues, ParsedFlags } from './config.ts';
 import { CONNTRACK_KEYS, sysctlName } from '../core/conntrack.ts';
 import type { ConntrackKey, PartialConntrackValues } from '../core/conntrack.ts';
 import { parseDuration } from '../core/duration.ts';
-import { ErrorCode, UsageError } from '../errors.ts';
-import type { DoorConfig } from './process.ts';
-import { ClusterReadError, resolveFacts } from './facts.ts';
-import type { ClusterInput, ManifestFacts } from './facts.ts';
-import { readNodeDump } from './nodes.ts';
-import { readInputs, STDIN } from './read.ts';
-import { indexServices, servicesOf } from './services.ts';
-import type { ServiceReadings } from './services.ts';
-import type { InputProblem, ManifestSource } from './source.ts';
+import { ErrorCode, UsageError } from '../shared/errors.ts';
+import type { DoorConfig } from '../manifest/process.ts';
+import { ClusterReadError, resolveFacts } from '../manifest/facts.ts';
+import type { ClusterInput, ManifestFacts } from '../manifest/facts.ts';
+import { readNodeDump } from '../manifest/nodes.ts';
+import { readInputs, STDIN } from '../manifest/read.ts';
+import { indexServices, servicesOf } from '../manifest/services.ts';
+import type { ServiceReadings } from '../manifest/services.ts';
+import type { InputProblem, ManifestSource } from '../manifest/source.ts';
 
 /** Where a command reads and writes; the process's own streams outside tests. */
 export interface CliIO {
