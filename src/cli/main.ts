@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** The `safe-termination` command: subcommand dispatch only. */
 import { ErrorCode, UsageError } from '../shared/errors.ts';
-import { PRODUCT, VERSION } from '../shared/version.ts';
+import { MIN_NODE_VERSION, olderThan, PRODUCT, VERSION } from '../shared/version.ts';
 
 const USAGE = `${PRODUCT} ${VERSION}: inject safe pod termination (preStop sleep + grace period)
 
@@ -40,6 +40,10 @@ const COMMANDS: Readonly<Record<string, Command>> = {
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (olderThan(process.versions.node, MIN_NODE_VERSION)) {
+    process.stderr.write(`${PRODUCT}: needs Node ${MIN_NODE_VERSION} or newer; this is Node ${process.versions.node}\n`);
+    return 1;
+  }
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(USAGE);
     return name === undefined ? 2 : 0;
