@@ -2,7 +2,8 @@
  * RFC 6902 operations (the core's patch, addressed to a pod) applied to a YAML
  * Document at the pod's path in it, node by node: untouched nodes keep their
  * comments and styles, a replaced scalar keeps its comment, a new key is
- * appended to its mapping (`metadata` before `spec`).
+ * appended to its mapping (`metadata` before `spec`), and an empty flow
+ * mapping `{}` that gains one becomes a block mapping.
  */
 import { isAlias, isMap, isScalar, isSeq } from 'yaml';
 import type { Document, Node, YAMLMap } from 'yaml';
@@ -101,6 +102,8 @@ export function applyOperation(doc: Document, prefix: Path, op: Operation, root:
     return;
   }
   if (op.op === 'replace') throw new EditError(`${where}: nothing to replace`);
+  // An empty flow mapping (`{}`) that gains a key becomes a block mapping; a non-empty one stays flow.
+  if (parent.flow === true && parent.items.length === 0) parent.flow = false;
   insertPair(doc, parent, String(key), value);
 }
 

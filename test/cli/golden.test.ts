@@ -10,7 +10,9 @@
  * A golden without its input, or of the wrong kind, fails the suite.
  *
  * For each input: the output equals its golden; inject on the output changes
- * nothing; the only lines of the input that changed are the injection's; and
+ * nothing; the only lines of the input that changed are the injection's, also
+ * when a YAML input is laid out otherwise (lists flush or indented, helm's
+ * `key:` / `{}`, CRLF); and
  * every pod of the input, posted to a real TLS webhook started with the same
  * flags, patched with its answer, equals the pod of the CLI's output and is a
  * valid v1 Pod. Conntrack values are pinned by flags: nothing depends on this
@@ -19,8 +21,11 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import fc from 'fast-check';
 import t from 'tap';
 import type { Test } from 'tap';
+import { parseAllDocuments } from 'yaml';
 import { matchLines } from '../../src/manifest/merge.ts';
 import { applyAnswer } from '../support/patch.ts';
 import type { ReviewAnswer } from '../support/patch.ts';
@@ -132,6 +137,93 @@ function preStopLines(lines: readonly string[]): Set<number> {
   return out;
 }
 
+/**
+ * The lines of `input` that `output` does not keep, except the injection's:
+ * the grace period, the record, a replaced preStop hook (and a JSON comma), and
+ * a flow mapping that gained a key (`{}` becomes a block; another is written on
+ * its line anew).
+ */
+function changedLines(input: string, output: string): string[] {
+  const inLines = input.split('\n');
+  const outLines = output.split('\n');
+  const kept = matchLines(inLines, outLines) as Int32Array;
+  const hooks = preStopLines(inLines);
+  const added = new Set(outLines.filter((_, j) => !kept.includes(j)));
+  const flowGained = (line: string): boolean => {
+    if (/^\s*(?:-\s+)?(?:[^\s#{][^#]*:\s*)?\{\}\s*$/.test(line)) return true;
+    const head = /^[^{#]*\{/.exec(line)?.[0];
+    return head !== undefined && [...added].some((a) => a.startsWith(head) && /preStop|safe-termination\.io\/injected/.test(a));
+  };
+  return inLines.filter(
+    (line, i) =>
+      kept[i] === -1 &&
+      !hooks.has(i) &&
+      !/terminationGracePeriodSeconds|safe-termination\.io\/injected/.test(line) &&
+      !added.has(`${line},`) &&
+      !flowGained(line),
+  );
+}
+
+const indentOf = (line: string): number => line.length - line.trimStart().length;
+const isContent = (line: string): boolean => line.trim() !== '' && !line.trimStart().startsWith('#');
+
+/**
+ * YAML texts that read as `text`, laid out otherwise: block lists under a key
+ * flush with it or indented (each on its own), `key: {}` as helm writes it
+ * (`key:` and `{}` on the next line), CRLF line endings.
+ */
+function relayout(text: string): fc.Arbitrary<string> {
+  const lines = text.split('\n');
+  // Lists that open under a key: the key's line, the list's column, the list's last line.
+  const lists: Array<{ column: number; from: number; to: number; flush: boolean }> = [];
+  lines.forEach((line, i) => {
+    const key = /^\s*(?:-\s+)*[^\s#\-{[][^#]*:\s*(?:#.*)?$/.exec(line);
+    if (key === null) return;
+    const keyColumn = (/^\s*(?:-\s+)*/.exec(line) as RegExpExecArray)[0].length;
+    const first = lines.findIndex((l, j) => j > i && isContent(l));
+    if (first === -1 || !/^\s*- /.test(lines[first]!)) return;
+    const column = indentOf(lines[first]!);
+    if (column !== keyColumn && column !== keyColumn + 2) return;
+    let to = first;
+    for (let j = first + 1; j < lines.length; j++) {
+      const l = lines[j]!;
+      if (!isContent(l)) continue;
+      if (indentOf(l) > column || (indentOf(l) === column && l.trimStart().startsWith('- '))) to = j;
+      else break;
+    }
+    lists.push({ column, from: first, to, flush: column === keyColumn });
+  });
+  const empties = lines.flatMap((l, i) => (/^\s*(?:-\s+)*[^\s#\-{[][^#]*:\s+\{\}\s*$/.test(l) ? [i] : []));
+  return fc
+    .record({
+      toggle: fc.array(fc.boolean(), { minLength: lists.length, maxLength: lists.length }),
+      split: fc.array(fc.boolean(), { minLength: empties.length, maxLength: empties.length }),
+      crlf: fc.boolean(),
+    })
+    .map(({ toggle, split, crlf }) => {
+      const out = [...lines];
+      // Inner lists first: an outer list's shift carries the inner one along.
+      for (let k = lists.length - 1; k >= 0; k--) {
+        if (!toggle[k]) continue;
+        const { column, from, to, flush } = lists[k]!;
+        for (let j = from; j <= to; j++) {
+          const l = out[j]!;
+          if (l.trim() === '' || indentOf(l) < column) continue;
+          out[j] = flush ? `  ${l}` : l.slice(2);
+        }
+      }
+      for (let k = empties.length - 1; k >= 0; k--) {
+        if (!split[k]) continue;
+        const i = empties[k]!;
+        const l = out[i]!;
+        const keyColumn = (/^\s*(?:-\s+)*/.exec(l) as RegExpExecArray)[0].length;
+        out.splice(i, 1, l.replace(/:\s+\{\}(\s*)$/, ':$1'), `${' '.repeat(keyColumn + 2)}{}${l.endsWith('\r') ? '\r' : ''}`);
+      }
+      const joined = out.join('\n');
+      return crlf && !joined.includes('\r\n') ? joined.replaceAll('\n', '\r\n') : joined;
+    });
+}
+
 const normalize = (text: string): string => text.replaceAll(`${DIR}/`, '');
 
 for (const file of inputs) {
@@ -172,18 +264,22 @@ for (const file of inputs) {
     t.equal(again.code, 0);
     t.equal(again.stdout, run.stdout, 'a second run changes nothing');
 
-    // Only the injection changed: every input line is kept, except the grace
-    // period, the record and a replaced preStop hook (and a JSON comma).
-    const inLines = input.split('\n');
-    const outLines = run.stdout.split('\n');
-    const kept = matchLines(inLines, outLines) as Int32Array;
-    const hooks = preStopLines(inLines);
-    const added = new Set(outLines.filter((_, j) => !kept.includes(j)));
-    const changed = inLines.filter(
-      (line, i) =>
-        kept[i] === -1 && !hooks.has(i) && !/terminationGracePeriodSeconds|safe-termination\.io\/injected/.test(line) && !added.has(`${line},`),
-    );
-    t.same(changed, [], 'no other line of the input changed');
+    t.same(changedLines(input, run.stdout), [], 'no other line of the input changed');
+
+    if (ext === 'yaml') {
+      // The same manifests laid out otherwise keep their own lines just as well.
+      const plain = await runCli('inject', ['-f', '-', ...PIN, ...flags], { stdin: input });
+      const data = (text: string): unknown[] => parseAllDocuments(text).map((d) => d.toJS());
+      const expected = data(run.stdout);
+      await fc.assert(
+        fc.asyncProperty(relayout(input), async (variant) => {
+          t.same(data(variant), data(input), 'the variant reads as the input');
+          const res = await runCli('inject', ['-f', '-', ...PIN, ...flags], { stdin: variant });
+          return res.code === 0 && res.stderr === plain.stderr && changedLines(variant, res.stdout).length === 0 && isDeepStrictEqual(data(res.stdout), expected);
+        }),
+        { numRuns: 12, seed: 15 },
+      );
+    }
 
     // The webhook door (with the input's Services, as its Service informer would have them).
     const w = await webhookWith(flags, manifestServices(input));

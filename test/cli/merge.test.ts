@@ -1,7 +1,7 @@
 /** The line diff and three-way merge that keep a manifest's formatting around an injection. */
 import fc from 'fast-check';
 import t from 'tap';
-import { alignLines, matchLines, mergeLines, mergeText, patchLine } from '../../src/manifest/merge.ts';
+import { alignLines, alignRanges, matchLines, mergeLines, mergeText, patchLine } from '../../src/manifest/merge.ts';
 
 /** Longest common subsequence length, by dynamic programming: the reference. */
 function lcs(a: readonly string[], b: readonly string[]): number {
@@ -69,8 +69,21 @@ t.test('a changed line keeps its own spacing and comment', async (t) => {
 });
 
 t.test('a change on a line the original does not have in recognisable form is refused', async (t) => {
-  // base line 1 has no counterpart in ours (ours has two lines there): cannot place the replacement.
-  t.equal(mergeLines(['k:', '  v: 1', 'z: 0'], ['k:', '  # note', '  v:   1', 'z: 0'], ['k:', '  v: 2', 'z: 0']), undefined);
+  // base line 1 has no counterpart in ours (ours spells the value otherwise, with a line more): cannot place the replacement.
+  t.equal(mergeLines(['k:', '  v: 1', 'z: 0'], ['k:', '  # note', '  v: 0x1', 'z: 0'], ['k:', '  v: 2', 'z: 0']), undefined);
+});
+
+t.test('lines indented otherwise, or spelt out over several lines, are recognised', async (t) => {
+  const base = ['a:', '  - x: 1', '  - y: 2', 'm: {}', 'z: 0'];
+  const ours = ['a:', '- x: 1', '  # one more line', '- y: 2', 'm:', '  {}', 'z: 0'];
+  const ranges = alignRanges(base, ours)!;
+  t.same([...ranges.start], [0, 1, 3, 4, 6]);
+  t.same([...ranges.end], [1, 2, 4, 6, 7]);
+  // A key added to the mapping of an item, and `m: {}` become a block mapping.
+  const edited = ['a:', '  - x: 1', '    w: 3', '  - y: 2', 'm:', '  k: v', 'z: 0'];
+  t.same(mergeLines(base, ours, edited), ['a:', '- x: 1', '  w: 3', '  # one more line', '- y: 2', 'm:', '  k: v', 'z: 0']);
+  // A changed line keeps its own indentation.
+  t.same(mergeLines(base, ours, ['a:', '  - x: 5', '  - y: 2', 'm: {}', 'z: 0']), ['a:', '- x: 5', '  # one more line', '- y: 2', 'm:', '  {}', 'z: 0']);
 });
 
 t.test('alignLines pairs lines that differ only in formatting between matched neighbours', async (t) => {
