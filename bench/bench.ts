@@ -237,7 +237,7 @@ async function main(): Promise<void> {
     const end = uptimeLine();
     log(`end: ${end}`);
 
-    // Bars (spec §8).
+    // Bars.
     const bars: string[] = [];
     const one = rows.filter((r) => r.review === '1c');
     if (one.length > 0) {

@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- --e2e`: what the webhook adds to pod creation on a real API
- * server (spec §8: under 2 ms on the p99 at 100 pods/s, against the same API server
+ * server (the bar: under 2 ms on the p99 at 100 pods/s, against the same API server
  * without it).
  *
  * One control plane (e2e/control-plane.ts: etcd, kube-apiserver,
@@ -45,7 +45,7 @@ export const E2E_HELP = `npm run bench -- --e2e [flags]     (or: node bench/e2e.
 
 Pod creation on a real API server (built by \`npm run kube:build\`), with and without
 the webhook, interleaved; prints p50/p99/max of each, the p99 difference and the
-verdict against spec §8 (the webhook adds < 2 ms to the p99 at 100 pods/s).
+verdict against the bar (the webhook adds < 2 ms to the p99 at 100 pods/s).
 
   --rates 50,100,200   pods per second, open loop (default 50,100,200)
   --seconds S          length of each measured round (default 20)

@@ -1,5 +1,5 @@
 /**
- * The three realistic reviews of the benchmark (spec §8): pods as the API server
+ * The three realistic reviews of the benchmark: pods as the API server
  * posts them to a mutating webhook on CREATE — defaulted, with the service-account
  * volume, tolerations and `managedFields` (which the API server fills in before
  * admission and the webhook must not spend time on).

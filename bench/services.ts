@@ -1,5 +1,5 @@
 /**
- * The Service index's share of an admission (issue 19): the review handler with
+ * The Service index's share of an admission: the review handler with
  * 10,000 Services in the index (1,000 of them in the pod's namespace) against the
  * same handler without Services, in process (no HTTP: the index is read inside
  * the handler, so this is where its cost shows, undiluted by TLS and Fastify);

@@ -246,7 +246,7 @@ function run(): void {
       no('patch', 'nodes', undefined, NODE),
       no('watch', 'configmaps', 'kube-system', 'kube-proxy'),
       no('list', 'configmaps'),
-      // webhook.services.enabled (default true): the Service informer (issue 19), read only.
+      // webhook.services.enabled (default true): the Service informer, read only.
       yes('get', 'services', s.namespace, 'plain-safe-termination'),
       yes('list', 'services'),
       yes('watch', 'services'),
@@ -345,7 +345,7 @@ function run(): void {
   // on the agent's ServiceAccount must keep it to its own Node (the node name a pod-bound
   // token carries) and to the conntrack.safe-termination.io/* annotations.
   t.test(
-    'the agent changes only its own Node, and only its conntrack annotations (spec §7)',
+    'the agent changes only its own Node, and only its conntrack annotations',
     async (t) => {
       const plane = cp();
       const s = subject('plain', 'agent');

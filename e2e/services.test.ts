@@ -1,5 +1,5 @@
 /**
- * The Services rule on a real API server (spec §4, issue 19): container ports are
+ * The Services rule on a real API server: container ports are
  * optional, so the Services that select a pod add their protocols. The chart is
  * installed with the real helm (webhook.services.enabled defaults to true: the
  * ClusterRole grants services get/list/watch and the Deployment runs

@@ -1,5 +1,5 @@
 /**
- * kube-proxy's configuration as the second source of conntrack values (spec §5):
+ * kube-proxy's configuration as the second source of conntrack values:
  * the `KubeProxyConfiguration` in the `config.conf` key of `kube-system/kube-proxy`
  * (kubeadm's layout). kube-proxy writes the sysctls itself from these fields at
  * start (cmd/kube-proxy/app/server_linux.go): a duration > 0 is written (truncated

@@ -1,5 +1,5 @@
 /**
- * The Node annotations the agent writes and the webhook reads (spec §3):
+ * The Node annotations the agent writes and the webhook reads:
  * `conntrack.safe-termination.io/<key>` (integer seconds) and `…/observed-at` (RFC 3339).
  */
 import { CONNTRACK_KEYS } from '../core/conntrack.ts';

@@ -1,5 +1,5 @@
 /**
- * The Service informer of the webhook (spec §4, issue 19): a ResourceInformer
+ * The Service informer of the webhook: a ResourceInformer
  * (resource-informer.ts: list then watch, restarts with backoff, chunked lists
  * with deadlines, bookmarks, clean stop) over `/api/v1/services` in all
  * namespaces, every object trimmed to what matching reads — namespace, name,

@@ -1,5 +1,5 @@
 /**
- * Durations of spec §3: whole seconds ("35") or Go-style integer units in
+ * Durations as annotations and flags take them: whole seconds ("35") or Go-style integer units in
  * descending order ("1h", "2m", "1m30s", "35s"). No fractions, signs or other units.
  */
 

@@ -1,4 +1,4 @@
-/** The defaults of the sizing model (spec §4); every one is a flag and a chart value. */
+/** The defaults of the sizing model; every one is a flag and a chart value. */
 import type { ExistingPrestop, PrestopModeSetting } from './annotations.ts';
 
 export const TCP_SIZINGS = ['none', 'time-wait', 'close-wait'] as const;

@@ -1,6 +1,6 @@
 /**
- * Plan → RFC 6902 operations that bring the pod to the plan's state (spec §4 fixed
- * point). Touches only the record annotation, the chosen containers'
+ * Plan → RFC 6902 operations that bring the pod to the plan's state (a fixed
+ * point: the patched pod reviewed again gets no patch). Touches only the record annotation, the chosen containers'
  * `lifecycle.preStop` and `spec.terminationGracePeriodSeconds`; emits nothing for
  * what is already in that state, so a second run yields an empty patch.
  */

@@ -1,5 +1,5 @@
 /**
- * The Services that select a pod (spec §4): container ports are optional in
+ * The Services that select a pod: container ports are optional in
  * Kubernetes, so every Service in the pod's namespace whose selector matches the
  * pod's labels adds the protocols of its ports. Pure: the webhook fills the index
  * from a Service informer (src/cluster/service-informer.ts), the CLI from the

@@ -1,11 +1,11 @@
 /**
- * Timeout tuning advice (issue 20): the node's conntrack timeouts next to the
+ * Timeout tuning advice: the node's conntrack timeouts next to the
  * values the incident write-up recommends, and what each costs in preStop sleep.
  * Advice only: the product never changes a timeout. Pure.
  *
  * The write-up's values, as tested here rather than taken on trust:
  * - udp-timeout 30 → 10, udp-timeout-stream 120 → 30: each second off is a second
- *   off the sleep of the UDP pods it sizes (spec §4). A flow quiet for longer than
+ *   off the sleep of the UDP pods it sizes. A flow quiet for longer than
  *   the timeout gets a new entry, and so a fresh backend choice: harmless for
  *   request/answer UDP (DNS), a re-pick for long-lived UDP streams.
  * - tcp-timeout-time-wait 120 → 30: harmless (a new SYN replaces a TIME_WAIT entry
@@ -44,7 +44,7 @@ export interface SleepModel {
   readonly tcpSizing: TcpSizing;
 }
 
-/** The model's sleep for a conntrack wait (spec §4): min(max-sleep, propagation + wait), at least 1. */
+/** The model's sleep for a conntrack wait: min(max-sleep, propagation + wait), at least 1. */
 export function sleepForWait(waitSeconds: number, m: Pick<SleepModel, 'propagationDelaySeconds' | 'maxSleepSeconds'>): number {
   return Math.max(1, Math.min(m.maxSleepSeconds, m.propagationDelaySeconds + waitSeconds));
 }

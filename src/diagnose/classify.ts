@@ -12,7 +12,7 @@
  *             this flow still go there — the ghost connection.
  *   closed    a TCP entry in TIME_WAIT or CLOSE (SCTP: CLOSED), wherever it points:
  *             a new SYN on the same tuple replaces it and is translated afresh,
- *             so it cannot misroute traffic (spec §4).
+ *             so it cannot misroute traffic.
  * This is kube-proxy's own rule for its UDP cleanup (orig-dst is a Service IP and
  * reply-src is not one of its serving endpoints), applied to every protocol.
  *

@@ -1,6 +1,5 @@
 /**
- * The Services the CLI matches against each workload's template labels (spec §4,
- * issue 19): those in the manifests it was given (files, directories, stdin) and
+ * The Services the CLI matches against each workload's template labels: those in the manifests it was given (files, directories, stdin) and
  * those of `--services FILE` (a `kubectl get services -A -o yaml` dump, a List; or
  * any manifest: only its Services are read). A Service applies to the workloads of
  * its own namespace; objects without a namespace all count as `default`, the

@@ -1,5 +1,5 @@
 /**
- * The agent needs no privilege beyond hostNetwork (issue 4): the readers it runs
+ * The agent needs no privilege beyond hostNetwork: the readers it runs
  * (readConntrackSysctls, readConntrackUsage, readConntrackStat) get the network
  * namespace's conntrack values as the user of the chart's securityContext, with
  * every capability dropped and no-new-privs, while writing a sysctl is refused.

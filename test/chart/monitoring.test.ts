@@ -56,7 +56,7 @@ t.test('ServiceMonitors scrape the metrics ports of the webhook and the agent', 
   t.notOk(alerts.includes('ServiceEndpointChurn'), 'no churn alert without the agent (it counts the changes)');
 });
 
-t.test('the PrometheusRule: the alerts of spec §7, complete, on metrics that exist', async (t) => {
+t.test('the PrometheusRule: the product\'s alerts, complete, on metrics that exist', async (t) => {
   const objects = await render({ valuesFiles: [modes.get('monitoring')!] });
   const rule = one(objects, 'PrometheusRule');
   t.equal(rule.apiVersion, 'monitoring.coreos.com/v1');

@@ -16,7 +16,7 @@ import type { K8sObject } from './render.ts';
 const modes = ciModes();
 
 const WEBHOOK_NODES = [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] }];
-/** webhook.services.enabled (default true): the Service informer (issue 19). */
+/** webhook.services.enabled (default true): the Service informer. */
 const WEBHOOK_NODES_SERVICES = [...WEBHOOK_NODES, { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch'] }];
 const KUBE_PROXY_CONFIGMAP = [{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['kube-proxy'], verbs: ['get'] }];
 const AGENT_NODES = [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }];

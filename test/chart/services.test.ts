@@ -1,5 +1,5 @@
 /**
- * webhook.services.enabled (issue 19): on by default, it grants the webhook
+ * webhook.services.enabled: on by default, it grants the webhook
  * get/list/watch on services and runs `serve --services-informer=true`; off, the
  * grant and the informer go together.
  */

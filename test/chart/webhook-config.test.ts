@@ -1,5 +1,5 @@
 /**
- * The MutatingWebhookConfiguration of spec §7: which pods reach the webhook, how the
+ * The MutatingWebhookConfiguration: which pods reach the webhook, how the
  * API server calls it, and its name (configurations are called in name order).
  */
 import t from 'tap';

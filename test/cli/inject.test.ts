@@ -258,7 +258,7 @@ items:
   t.match(listed.stdout, /seconds: 5/, 'items of a DeploymentList are Deployments');
 
   // A kind of another API group with a pod template at spec.template is a workload
-  // like any (issue 20): injected exactly as the apps/v1 Deployment is.
+  // like any: injected exactly as the apps/v1 Deployment is.
   const apps = await runCli('inject', ['-f', '-', ...noProc(t)], { stdin: fixture('deployment.yaml') });
   const crd = fixture('deployment.yaml').replace('apiVersion: apps/v1', 'apiVersion: example.com/v1');
   const other = await runCli('inject', ['-f', '-', ...noProc(t)], { stdin: crd });

@@ -1,5 +1,5 @@
 /**
- * The CLI's Services (issue 19): those in the same input — one file, a directory
+ * The CLI's Services: those in the same input — one file, a directory
  * (-R), stdin — and those of `--services FILE` (a `kubectl get services -A -o yaml`
  * List) are matched against each template's labels in the workload's namespace;
  * `explain` names the Service that brought each protocol.

@@ -90,7 +90,7 @@ t.test('maxFacts takes the largest value per key and prefers a node value on a t
   t.same(maxFacts([], STATIC), STATIC, 'no candidates: the fallback');
 });
 
-t.test('the index answers spec §5 per placement, and keeps answers fresh', async (t) => {
+t.test('the index answers per placement, and keeps answers fresh', async (t) => {
   const index = new CandidateIndex(STATIC);
   t.same(index.conntrackFor({})['udp-timeout'], { value: 30, source: 'static' }, 'no nodes known: static');
   index.upsert(zoneA);

@@ -1,5 +1,5 @@
 /**
- * kube-proxy in IPVS mode (spec §5): `mode: ipvs` and `ipvs.udpTimeout` in its
+ * kube-proxy in IPVS mode: `mode: ipvs` and `ipvs.udpTimeout` in its
  * ConfigMap raise the UDP wait to the larger of IPVS's timeout (0 or unset: the
  * kernel's 300 s) and the conntrack value, with the source `kube-proxy`.
  *

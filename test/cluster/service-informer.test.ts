@@ -1,5 +1,5 @@
 /**
- * The webhook's Service informer (issue 19) against the fake API server's wire
+ * The webhook's Service informer against the fake API server's wire
  * protocol, through the real client-node informer: list (chunked) and watch into
  * the ServiceIndex, trimming, what counts (headless, no selector, ExternalName);
  * and the webhook wired as `serve` wires it: a pod without ports behind a UDP

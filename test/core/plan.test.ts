@@ -4,7 +4,7 @@ import { defaultedPod } from '../support/pods.ts';
 
 const A = (key: string) => `safe-termination.io/${key}`;
 
-t.test('spec §4 headline numbers: TCP pod 5s/35s, UDP pod 35s/65s', async (t) => {
+t.test('headline numbers: TCP pod 5s/35s, UDP pod 35s/65s', async (t) => {
   const tcp = planOf(decidePod());
   t.equal(tcp.sleepSeconds, 5);
   t.equal(tcp.gracePeriodSeconds, 35);

@@ -1,4 +1,4 @@
-/** The Services that select a pod (spec §4, issue 19): what counts, the index, and the plan's protocols. */
+/** The Services that select a pod: what counts, the index, and the plan's protocols. */
 import t from 'tap';
 import { LINUX_DEFAULTS, staticFacts } from '../../src/core/conntrack.ts';
 import { MODEL_DEFAULTS } from '../../src/core/model.ts';

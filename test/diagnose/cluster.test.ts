@@ -1,7 +1,7 @@
 /**
  * Services and EndpointSlices from the cluster, through @kubernetes/client-node,
  * against a small in-test HTTP server speaking the Kubernetes list protocol
- * (limit/continue pagination), as spec §9 says: no API server can run here.
+ * (limit/continue pagination), a model whose answers the test controls.
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';

@@ -1,5 +1,5 @@
 /**
- * Hostile input over the real TLS server (spec §6, §8): every body gets a 4xx with
+ * Hostile input over the real TLS server: every body gets a 4xx with
  * a JSON error body, or a conformant 200 — uid echoed; a patch applies (RFC 6902,
  * fast-json-patch) to the pod that was sent and adds no problem to it under the
  * Kubernetes schema and lifecycle rules — within a time bound; the server stays

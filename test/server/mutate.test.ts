@@ -1,4 +1,4 @@
-/** The webhook over real TLS sockets: the AdmissionReview wire contract of spec §6. */
+/** The webhook over real TLS sockets: the AdmissionReview wire contract (admission.k8s.io/v1). */
 import t from 'tap';
 import { applyAnswer, decodePatch } from '../support/patch.ts';
 import type { ReviewAnswer } from '../support/patch.ts';

@@ -1,5 +1,5 @@
 /**
- * Private network namespaces for tests (spec §9): each has its own loopback and
+ * Private network namespaces for tests: each has its own loopback and
  * its own per-namespace conntrack sysctls. Created as `st-test-<pid>-<n>`,
  * deleted in teardown. Needs root and iproute2.
  */
