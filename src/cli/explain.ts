@@ -11,7 +11,7 @@ import { Annotation } from '../core/names.ts';
 import { howToSet, planTuning } from '../core/tuning.ts';
 import type { PlanTuning } from '../core/tuning.ts';
 import { ErrorCode, UsageError } from '../shared/errors.ts';
-import { pointerSegments, toPointer } from '../manifest/edit.ts';
+import { pointerSegments } from '../manifest/edit.ts';
 import type { ManifestFacts } from '../manifest/facts.ts';
 import { checkQuietVerbose, INPUT_FLAGS, parseCommandFlags, plainFlagHelp, prepare, processIO } from './command-options.ts';
 import type { CliIO } from './command-options.ts';
@@ -122,14 +122,12 @@ function containerLines(t: TargetOutcome): ContainerLine[] {
   const d = t.decision;
   if (pod === undefined || d === undefined) return [];
   const plan = d.kind === 'inject' ? d.plan : undefined;
-  const touches = (i: number): boolean => {
-    const prefix = `${toPointer([...t.target.path, 'spec', 'containers', i])}/`;
-    return t.ops.some((op) => op.path.startsWith(prefix));
-  };
-  const lines: ContainerLine[] = pod.spec.containers.map((c, i): ContainerLine => {
+  const hooked = new Set(plan?.containers);
+  const already = new Set(plan?.alreadyHooked);
+  const lines: ContainerLine[] = pod.spec.containers.map((c): ContainerLine => {
     if (plan === undefined) return { name: c.name, role: 'container', result: 'nothing', why: d.kind === 'skip' ? 'the pod is skipped' : 'the pod is invalid' };
-    const changed = touches(i);
-    if (plan.containers.includes(c.name)) return { name: c.name, role: 'container', result: changed ? 'injected' : 'unchanged', why: `${hookText(plan)}${changed ? '' : ', already there'}` };
+    const changed = !already.has(c.name);
+    if (hooked.has(c.name)) return { name: c.name, role: 'container', result: changed ? 'injected' : 'unchanged', why: `${hookText(plan)}${changed ? '' : ', already there'}` };
     if (plan.unhook.includes(c.name)) return { name: c.name, role: 'container', result: 'unhooked', why: `${plan.skipped[c.name] ?? 'no longer chosen'}: the hook an earlier injection added is removed` };
     return { name: c.name, role: 'container', result: 'skipped', why: `skipped: ${plan.skipped[c.name] ?? 'not chosen'}` };
   });
@@ -147,31 +145,19 @@ function inputText<T>(i: Input<T>, flagName: string, configOrigin: ConfigOrigin,
   return i.source === 'annotation' ? `annotation ${annotation}` : configOrigin(flagName);
 }
 
-function servingNames(t: TargetOutcome, plan: Plan): string[] {
-  const pod = t.pod;
-  if (pod === undefined) return [];
-  const main = pod.spec.containers.filter((c) => plan.containers.includes(c.name) || plan.skipped[c.name] === 'has its own preStop hook').map((c) => c.name);
-  const sidecars = (pod.spec.initContainers ?? []).filter(isNativeSidecar).map((c) => c.name);
-  return [...main, ...sidecars];
-}
-
-function protocolsText(t: TargetOutcome, plan: Plan): string {
+function protocolsText(plan: Plan): string {
   const list = plan.protocols.join(', ');
   if (plan.protocolsFrom === 'annotation') return `${list} (annotation ${Annotation.protocols})`;
-  const pod = t.pod;
-  const serving = servingNames(t, plan);
-  const withPorts = pod === undefined ? [] : serving.filter((n) => [...pod.spec.containers, ...(pod.spec.initContainers ?? [])].some((c) => c.name === n && (c.ports?.length ?? 0) > 0));
+  const withPorts = plan.serving.filter((c) => c.protocols.length > 0);
   const byService = plan.protocols.some((p) => (plan.protocolOrigins[p]?.services.length ?? 0) > 0);
   if (!byService) {
     if (withPorts.length === 0) return `${list} (no ports on the serving containers: counts as TCP)`;
-    return `${list} (ports of ${withPorts.join(', ')})`;
+    return `${list} (ports of ${withPorts.map((c) => c.name).join(', ')})`;
   }
-  // Which Service brought each protocol (spec §4: the Services that select the pod count too).
-  const all = pod === undefined ? [] : [...pod.spec.containers, ...(pod.spec.initContainers ?? [])];
   return plan.protocols
     .map((p) => {
       const o = plan.protocolOrigins[p];
-      const containers = withPorts.filter((n) => all.some((c) => c.name === n && (c.ports ?? []).some((port) => (port.protocol ?? 'TCP').toLowerCase() === p)));
+      const containers = withPorts.filter((c) => c.protocols.includes(p)).map((c) => c.name);
       const from = [
         ...(o?.ports === true && containers.length > 0 ? [`ports of ${containers.join(', ')}`] : []),
         ...(o?.services ?? []).map((svc) => `Service ${svc}`),
@@ -192,11 +178,10 @@ function sleepText(plan: Plan, configOrigin: ConfigOrigin, facts: TargetOutcome[
     wait = plan.protocols.includes('udp') ? '0s conntrack wait' : '0s conntrack wait (TCP is not sized by conntrack: tcp-sizing none)';
   } else if (used.length === 1) wait = term(used[0] as ConntrackKey);
   else wait = `max(${used.map(term).join(', ')})`;
-  const uncapped = s.propagationDelay.value + s.conntrackWait;
   const maxSleep = `max-sleep ${s.maxSleep.value}s (${inputText(s.maxSleep, 'maxSleep', configOrigin, Annotation.maxSleep)})`;
-  let text = `${pd} + ${wait} = ${uncapped}s`;
+  let text = `${pd} + ${wait} = ${s.uncappedSeconds}s`;
   if (s.capped) text += `, capped by ${maxSleep} → ${s.seconds}s`;
-  else if (uncapped < 1) text += `, raised to the 1s minimum → ${s.seconds}s`;
+  else if (s.raised) text += `, raised to the 1s minimum → ${s.seconds}s`;
   else text += `; under ${maxSleep}`;
   return text;
 }
@@ -215,16 +200,13 @@ function originalText(plan: Plan, t: TargetOutcome): string {
 function graceText(plan: Plan, t: TargetOutcome, configOrigin: ConfigOrigin): string {
   const g = plan.grace;
   const orig = originalText(plan, t);
-  if (g.kind === 'added') {
-    const sum = plan.originalGracePeriodSeconds + plan.sleepSeconds;
-    const text = `${orig} + ${plan.sleepSeconds}s sleep = ${sum}s`;
-    return g.seconds > sum ? `${text}, raised to sleep + 1s → ${g.seconds}s (the app gets at least 1s after SIGTERM)` : text;
+  let text: string;
+  if (g.kind === 'added') text = `${orig} + ${plan.sleepSeconds}s sleep = ${g.sumSeconds}s`;
+  else {
+    const budget = `${g.shutdownBudget.value}s shutdown-budget (${inputText(g.shutdownBudget, 'shutdownBudget', configOrigin, Annotation.shutdownBudget)})`;
+    text = `max(${orig}, ${plan.sleepSeconds}s sleep + ${budget}) = ${g.maxSeconds}s`;
   }
-  const budget = `${g.shutdownBudget.value}s shutdown-budget (${inputText(g.shutdownBudget, 'shutdownBudget', configOrigin, Annotation.shutdownBudget)})`;
-  const sum = plan.sleepSeconds + g.shutdownBudget.value;
-  const best = Math.max(plan.originalGracePeriodSeconds, sum);
-  const text = `max(${orig}, ${plan.sleepSeconds}s sleep + ${budget}) = ${best}s`;
-  return g.seconds > best ? `${text}, raised to sleep + 1s → ${g.seconds}s (the app gets at least 1s after SIGTERM)` : text;
+  return g.raised ? `${text}, raised to sleep + 1s → ${g.seconds}s (the app gets at least 1s after SIGTERM)` : text;
 }
 
 function modeText(plan: Plan, configOrigin: ConfigOrigin): string {
@@ -283,7 +265,7 @@ function explainText(o: ManifestOutcome, t: TargetOutcome, configOrigin: ConfigO
     const cl = containerLines(t);
     const width = Math.max(...cl.map((c) => c.name.length));
     out += section('containers', cl.map((c) => `${c.name.padEnd(width)}  ${c.why}`));
-    out += section('protocols', [protocolsText(t, plan)]);
+    out += section('protocols', [protocolsText(plan)]);
     if (plan.protocols.includes('udp') && plan.sleep.kind === 'model') {
       out += section('udp-streams', [`${plan.udpStreams.value} (${inputText(plan.udpStreams, 'udpStreams', configOrigin, Annotation.udpStreams)}): UDP waits ${plan.udpStreams.value ? 'udp-timeout-stream' : 'udp-timeout'}`]);
     }

@@ -1,9 +1,10 @@
-/** The decision record written as the `safe-termination.io/injected` annotation (spec §3). */
+/** The decision record written as the `safe-termination.io/injected` annotation: what a plan injected, and from what. */
 import { z } from 'zod';
 import { CONNTRACK_KEYS, CONNTRACK_SOURCES } from './conntrack.ts';
 import type { ConntrackKey, ConntrackValue } from './conntrack.ts';
 import { PROTOCOLS } from './annotations.ts';
 import type { Protocol } from './annotations.ts';
+import { RECORD_AUTHOR } from '../shared/version.ts';
 
 export const RECORD_VERSION = 1;
 
@@ -36,6 +37,24 @@ export interface DecisionRecord {
   readonly protocols: readonly Protocol[];
   readonly conntrack: Readonly<Partial<Record<ConntrackKey, ConntrackValue>>>;
   readonly by: string;
+}
+
+/** What a record keeps of its plan. */
+export type RecordedPlan = Omit<DecisionRecord, 'v' | 'by' | 'mode'> & { readonly mode: { readonly mode: DecisionRecord['mode'] } };
+
+export function recordOf(plan: RecordedPlan): DecisionRecord {
+  return {
+    v: RECORD_VERSION,
+    sleepSeconds: plan.sleepSeconds,
+    gracePeriodSeconds: plan.gracePeriodSeconds,
+    originalGracePeriodSeconds: plan.originalGracePeriodSeconds,
+    mode: plan.mode.mode,
+    containers: plan.containers,
+    skipped: plan.skipped,
+    protocols: plan.protocols,
+    conntrack: plan.conntrack,
+    by: RECORD_AUTHOR,
+  };
 }
 
 /** Compact JSON with a fixed key order, so equal records are equal strings. */

@@ -166,3 +166,72 @@ t.test("tuning: the write-up's lower timeout for a value the sleep used, what it
   const json = JSON.parse((await runCli('explain', ['-f', '-', '-o', 'json', ...LOCAL], { stdin: pod('dns', { udp: true }) })).stdout);
   t.match(json.objects[0].tuning, [{ key: 'udp-timeout', current: 30, recommended: 10, sleepNow: 35, sleepRecommended: 15, savedSeconds: 20, advice: /advice, not applied/ }]);
 });
+
+t.test('containers: already hooked, unhooked, newly hooked, keeping their own hook (its ports still count)', async (t) => {
+  const record = '{"v":1,"sleepSeconds":5,"gracePeriodSeconds":35,"originalGracePeriodSeconds":30,"mode":"sleep","containers":["app","old"],"skipped":{},"protocols":["tcp"],"conntrack":{},"by":"safe-termination/0.1.0"}';
+  const manifest = `apiVersion: v1
+kind: Pod
+metadata:
+  name: grown
+  annotations:
+    safe-termination.io/injected: '${record}'
+    safe-termination.io/exclude-containers: old
+spec:
+  terminationGracePeriodSeconds: 35
+  containers:
+  - {name: app, image: a, lifecycle: {preStop: {sleep: {seconds: 5}}}}
+  - {name: old, image: a, lifecycle: {preStop: {sleep: {seconds: 5}}}, ports: [{containerPort: 53, protocol: UDP}]}
+  - {name: new, image: a, ports: [{containerPort: 80}]}
+  - {name: proxy, image: a, lifecycle: {preStop: {exec: {command: [/drain]}}}, ports: [{containerPort: 15001}]}
+`;
+  const res = await runCli('explain', ['-f', '-', ...LOCAL], { stdin: manifest });
+  t.equal(res.code, 0, res.stderr);
+  t.match(
+    res.stdout,
+    '  containers   app    preStop sleep 5s (native sleep action), already there\n' +
+      '               old    excluded by annotation: the hook an earlier injection added is removed\n' +
+      '               new    preStop sleep 5s (native sleep action)\n' +
+      '               proxy  skipped: has its own preStop hook\n' +
+      '  protocols    tcp (ports of new, proxy)\n',
+  );
+  t.match(res.stdout, /grace +30s original \(from the safe-termination\.io\/injected record\) \+ 5s sleep = 35s\n/);
+  const json = JSON.parse((await runCli('explain', ['-f', '-', '-o', 'json', ...LOCAL], { stdin: manifest })).stdout);
+  const [grown] = json.objects;
+  t.same(
+    grown.containers.map((c: { name: string; result: string }) => [c.name, c.result]),
+    [
+      ['app', 'unchanged'],
+      ['old', 'unhooked'],
+      ['new', 'injected'],
+      ['proxy', 'skipped'],
+    ],
+  );
+  t.same(grown.plan.alreadyHooked, ['app']);
+  t.same(grown.plan.unhook, ['old']);
+  t.same(grown.plan.serving, [
+    { name: 'app', protocols: [] },
+    { name: 'new', protocols: ['tcp'] },
+    { name: 'proxy', protocols: ['tcp'] },
+  ]);
+  t.same(grown.plan.skipped, { old: 'excluded by annotation', proxy: 'has its own preStop hook' });
+});
+
+t.test('-o json: the sleep and grace arithmetic as numbers, matching the text', async (t) => {
+  const manifest = [
+    pod('dns', { udp: true }),
+    pod('capped', { udp: true, annotations: { 'safe-termination.io/max-sleep': '20s' } }),
+    pod('floor', { annotations: { 'safe-termination.io/propagation-delay': '0' } }),
+    pod('budget', { grace: 10, annotations: { 'safe-termination.io/shutdown-budget': '0', 'safe-termination.io/prestop-sleep': '20' } }),
+  ].join('');
+  const json = JSON.parse((await runCli('explain', ['-f', '-', '-o', 'json', ...LOCAL], { stdin: manifest })).stdout);
+  const [dns, capped, floor, budget] = json.objects;
+  t.match(dns.plan.sleep, { kind: 'model', seconds: 35, uncappedSeconds: 35, capped: false, raised: false });
+  t.same(dns.plan.grace, { kind: 'added', seconds: 65, sumSeconds: 65, raised: false });
+  t.match(capped.plan.sleep, { seconds: 20, uncappedSeconds: 35, capped: true });
+  t.match(capped.arithmetic.sleep, /= 35s, capped by max-sleep 20s .* → 20s$/);
+  t.match(floor.plan.sleep, { seconds: 1, uncappedSeconds: 0, raised: true });
+  t.match(floor.arithmetic.sleep, /= 0s, raised to the 1s minimum → 1s$/);
+  t.same(budget.plan.sleep, { kind: 'annotation', seconds: 20 });
+  t.match(budget.plan.grace, { kind: 'shutdown-budget', seconds: 21, maxSeconds: 20, raised: true });
+  t.match(budget.arithmetic.grace, /\) = 20s, raised to sleep \+ 1s → 21s/);
+});

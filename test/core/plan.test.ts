@@ -96,6 +96,28 @@ t.test('grace: original + sleep, or max(original, sleep + shutdown-budget)', asy
   t.equal(zeroBudget.gracePeriodSeconds, 51, 'grace ≥ sleep + 1 even with no budget');
 });
 
+t.test('the sleep carries its arithmetic: the uncapped sum, then max-sleep or the 1s minimum', async (t) => {
+  t.match(planOf(decidePod()).sleep, { kind: 'model', seconds: 5, uncappedSeconds: 5, capped: false, raised: false });
+  const capped = planOf(decidePod({ containers: [{ name: 'a', ports: UDP }] }, { defaults: { maxSleepSeconds: 20 } }));
+  t.match(capped.sleep, { kind: 'model', seconds: 20, conntrackWait: 30, uncappedSeconds: 35, maxSleep: { value: 20, source: 'config' }, capped: true, raised: false });
+  const floor = planOf(decidePod({ annotations: { [A('propagation-delay')]: '0' } }));
+  t.match(floor.sleep, { kind: 'model', seconds: 1, uncappedSeconds: 0, capped: false, raised: true });
+  const cappedToZero = planOf(decidePod({ annotations: { [A('max-sleep')]: '0' } }));
+  t.match(cappedToZero.sleep, { seconds: 1, uncappedSeconds: 5, capped: true, raised: true }, 'a max-sleep of 0 still leaves 1s');
+});
+
+t.test('the grace carries its arithmetic: the sum or the max with the budget, then sleep + 1s', async (t) => {
+  t.same(planOf(decidePod({ terminationGracePeriodSeconds: 60 })).grace, { kind: 'added', seconds: 65, sumSeconds: 65, raised: false });
+  const zero = planOf(decidePod({ terminationGracePeriodSeconds: 0, annotations: { [A('prestop-sleep')]: '3' } }));
+  t.same(zero.grace, { kind: 'added', seconds: 4, sumSeconds: 3, raised: true });
+  const kept = planOf(decidePod({ annotations: { [A('shutdown-budget')]: '10s' } }));
+  t.same(kept.grace, { kind: 'shutdown-budget', seconds: 30, shutdownBudget: { value: 10, source: 'annotation' }, maxSeconds: 30, raised: false }, 'the original wins');
+  const configured = planOf(decidePod({}, { defaults: { shutdownBudgetSeconds: 40 } }));
+  t.same(configured.grace, { kind: 'shutdown-budget', seconds: 45, shutdownBudget: { value: 40, source: 'config' }, maxSeconds: 45, raised: false }, 'sleep + budget wins');
+  const noBudget = planOf(decidePod({ annotations: { [A('shutdown-budget')]: '0', [A('prestop-sleep')]: '50' } }));
+  t.match(noBudget.grace, { kind: 'shutdown-budget', seconds: 51, maxSeconds: 50, raised: true });
+});
+
 t.test('grace 0: left alone unless prestop-sleep or shutdown-budget is annotated', async (t) => {
   const d = decidePod({ terminationGracePeriodSeconds: 0 });
   t.equal(d.kind === 'skip' && d.reason, 'zero-grace-period');
@@ -127,6 +149,37 @@ t.test('protocols come from containers that keep serving', async (t) => {
   const defaulted = defaultedPod({ containers: [{ name: 'app' }] }) as any;
   defaulted.spec.containers[0].ports = [{ containerPort: 80 }];
   t.same(planOf(decideRaw(defaulted)).protocols, ['tcp'], 'protocol defaults to TCP');
+});
+
+t.test('the serving containers, with the protocols of their ports: hooked, keeping their own hook, native sidecars', async (t) => {
+  const p = planOf(
+    decidePod({
+      annotations: { [A('exclude-containers')]: 'metrics' },
+      initContainers: [{ name: 'setup', ports: UDP }, { name: 'mesh', ports: [...UDP, ...TCP], restartPolicy: 'Always' }],
+      containers: [{ name: 'app', ports: TCP }, { name: 'own', lifecycle: { preStop: { exec: { command: ['/bin/drain'] } } } }, { name: 'metrics', ports: UDP }],
+    }),
+  );
+  t.same(p.serving, [
+    { name: 'app', protocols: ['tcp'] },
+    { name: 'own', protocols: [] },
+    { name: 'mesh', protocols: ['tcp', 'udp'] },
+  ]);
+  t.same(p.protocolOrigins, { tcp: { ports: true, services: [] }, udp: { ports: true, services: [] } });
+});
+
+t.test('alreadyHooked: the chosen containers whose preStop is already the planned hook', async (t) => {
+  const record = '{"v":1,"sleepSeconds":5,"gracePeriodSeconds":35,"originalGracePeriodSeconds":30,"mode":"sleep","containers":["a","b","c"],"skipped":{},"protocols":["tcp"],"conntrack":{},"by":"safe-termination/0.1.0"}';
+  const pod = {
+    annotations: { [A('injected')]: record },
+    terminationGracePeriodSeconds: 35,
+    containers: [{ name: 'a', lifecycle: { preStop: { sleep: { seconds: 5 } } } }, { name: 'b' }, { name: 'c', lifecycle: { preStop: { sleep: { seconds: 5 } } } }],
+  };
+  const p = planOf(decidePod(pod));
+  t.same(p.containers, ['a', 'b', 'c']);
+  t.same(p.alreadyHooked, ['a', 'c']);
+  t.equal(p.originalGracePeriodSeconds, 30);
+  t.same(planOf(decidePod(pod, { defaults: { prestopMode: 'exec' } })).alreadyHooked, [], 'in exec mode every sleep action is rewritten');
+  t.same(planOf(decidePod({ ...pod, annotations: { ...pod.annotations, [A('propagation-delay')]: '6' } })).alreadyHooked, [], 'a new sleep rewrites them all');
 });
 
 t.test('every regular container not excluded is hooked; sidecars and ephemeral containers are not', async (t) => {
