@@ -1,10 +1,11 @@
 /**
- * The ghost-connection lab on the real components (spec §11), short: the control
+ * The ghost-connection lab on the real components, short: the control
  * plane, the real kube-proxy (iptables mode, and nftables mode where `nft` is
  * installed) in a node namespace, the chart's
  * webhook and agent, the lab kubelet; an unprotected and a protected run, each
- * scaling echo 3→2 and solo 1→0 through /scale. Asserts the verdict's named
- * checks; the figures are printed for the log.
+ * scaling echo 3→2 and solo 1→0 through /scale. Then the protected run with the
+ * agent's conntrack reaper on and off (iptables mode), with a pod lost with its
+ * node. Asserts the verdict's named checks; the figures are printed for the log.
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +26,17 @@ const skip = controlPlaneSkipReason() || (pre.ok ? false : `the lab cannot run h
 // nftables mode needs the `nft` tool (Debian package nftables); without it, iptables mode only.
 const proxyModes = (await which('nft')) === undefined ? ['iptables'] : ['iptables', 'nftables'];
 
+async function runLab(args: readonly string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string; pid: number }> {
+  let pid = 0;
+  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    const child = execFile(process.execPath, [join(ROOT, 'lab/run.ts'), '--kube', ...args], { cwd: ROOT, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (error, out, err) =>
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout: out, stderr: err }),
+    );
+    pid = child.pid ?? 0;
+  });
+  return { ...r, pid };
+}
+
 const labNamespaces = (pid: number): string[] =>
   execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
     .split('\n')
@@ -32,16 +44,7 @@ const labNamespaces = (pid: number): string[] =>
 
 t.test(`the lab on real kube-proxy (${proxyModes.join(', ')}): the unprotected scale-down shows the race, the webhook-injected sleep removes it`, { skip, timeout: 300_000 }, async (t) => {
   const started = Date.now();
-  let pid = 0;
-  const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    const child = execFile(
-      process.execPath,
-      [join(ROOT, 'lab/run.ts'), '--kube', '--short', '--proxy-mode', proxyModes.length === 2 ? 'both' : 'iptables', '--runs', 'unprotected,protected', '--json'],
-      { cwd: ROOT, timeout: 280_000, maxBuffer: 64 * 1024 * 1024 },
-      (error, out, err) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout: out, stderr: err }),
-    );
-    pid = child.pid ?? 0;
-  });
+  const { code, stdout, stderr, pid } = await runLab(['--short', '--proxy-mode', proxyModes.length === 2 ? 'both' : 'iptables', '--runs', 'unprotected,protected', '--json'], 280_000);
   t.comment(`lab took ${((Date.now() - started) / 1000).toFixed(1)}s`);
   t.equal(code, 0, `lab exit code (stderr: ${stderr.slice(-3000)})`);
   const report = JSON.parse(stdout) as LabJson;
@@ -65,5 +68,27 @@ t.test(`the lab on real kube-proxy (${proxyModes.join(', ')}): the unprotected s
   for (const s of report.runs.filter((r) => r.mode === 'unprotected')) t.equal(s.stored.preStop, 'none', `unprotected ${s.step}: no preStop`);
 
   // Nothing left behind.
+  t.same(labNamespaces(pid), [], 'the lab deleted its network namespaces');
+});
+
+t.test('the lab with the conntrack reaper on and off (iptables): pinned flows and a lost pod', { skip, timeout: 150_000 }, async (t) => {
+  const started = Date.now();
+  const { code, stdout, stderr, pid } = await runLab(['--short', '--proxy-mode', 'iptables', '--runs', 'protected', '--reaper', 'both', '--json'], 140_000);
+  t.comment(`lab took ${((Date.now() - started) / 1000).toFixed(1)}s`);
+  t.equal(code, 0, `lab exit code (stderr: ${stderr.slice(-3000)})`);
+  const report = JSON.parse(stdout) as LabJson;
+  for (const line of report.verdict.lines) t.comment(line);
+  for (const name of ['endpoint-left-rules', 'pods-through-webhook', 'protected-no-race-failure', 'reaper-no-failure-after-sweep', 'reaper-off-long-streams-blackholed', 'reaper-scale-to-zero-clean', 'reaper-diagnose-clean']) {
+    const checks = report.verdict.checks.filter((c) => c.name === name);
+    t.ok(checks.length > 0 && checks.every((c) => c.ok), `${name}: ${checks.map((c) => c.message).join('; ')}`);
+  }
+  t.same(
+    report.runs.map((s) => `${s.reaper ? 'on' : 'off'} ${s.step}`),
+    ['on 3→2', 'on 1→0', 'on lost', 'off 3→2', 'off 1→0', 'off lost'],
+    'the protected run with the reaper on, then off: 3→2, 1→0 and a lost pod',
+  );
+  const lost = report.runs.find((s) => s.reaper && s.step === 'lost');
+  t.ok((lost?.detect.detected ?? 0) > 0, `with the reaper, the long stream to the lost pod is reset (${JSON.stringify(lost?.detect)})`);
+  t.ok(report.runs.filter((s) => s.reaper).some((s) => s.reaped > 0), 'the agent logged reaped entries');
   t.same(labNamespaces(pid), [], 'the lab deleted its network namespaces');
 });

@@ -54,12 +54,14 @@ async function chartWorkload(plane: ControlPlane, namespace: string, kind: 'depl
 }
 
 /** The product's CLI as a child of this process that dies with it (setpriv --pdeathsig). */
-function productCommand(args: readonly string[]): string[] {
+export function productCommand(args: readonly string[]): string[] {
   return ['setpriv', '--pdeathsig', 'KILL', '--', process.execPath, CLI, ...args];
 }
 
 const OVERRIDDEN = ['--port', '--metrics-port', '--bind-address', '--tls-cert-file', '--tls-private-key-file', '--kubeconfig', '--node-name'];
 const keepArg = (arg: string): boolean => !OVERRIDDEN.some((flag) => arg === flag || arg.startsWith(`${flag}=`));
+/** A chart flag that `extra` sets again (`--reap=false` over the chart's `--reap=true`) is dropped. */
+const notIn = (extra: readonly string[] = []) => (arg: string): boolean => !extra.some((e) => e.startsWith('--') && arg.split('=')[0] === e.split('=')[0]);
 
 export interface HostProcess {
   readonly child: ChildProcess;
@@ -201,7 +203,7 @@ export async function startHostAgent(plane: ControlPlane, namespace: string, opt
   writeFileSync(kubeconfig, kubeconfigFor(server, plane.caFile, { token }, 'agent'), { mode: 0o600 });
   const metricsPort = await freePort();
   const command = productCommand([
-    ...args.filter(keepArg),
+    ...args.filter(keepArg).filter(notIn(options.extraArgs)),
     `--node-name=${options.nodeName}`,
     `--kubeconfig=${kubeconfig}`,
     `--metrics-port=${metricsPort}`,

@@ -16,6 +16,11 @@
  *   tcp-stream  (--stream-workers N) a long-lived connection per worker, never
  *               recycled (a gRPC stream, a WebSocket): a request on it every
  *               --tcp-interval-ms; reopened only when the server closes it.
+ *   tcp-long    (--long-workers N) the same, but with no timeout of its own: a request
+ *               waits for its answer or for the kernel to report the connection
+ *               dead (a RST), as a stream relying on TCP does; `d` is then the time
+ *               to detect. One unanswered for --timeout-ms or more when the client
+ *               stops counts as a timeout (never detected).
  * Outcomes: ok, refused (ICMP port unreachable / RST on connect), reset (connection
  * reset or closed before the answer), unreachable (ICMP host/net unreachable),
  * timeout, wrong (an answer that does not match the request).
@@ -43,6 +48,8 @@ const { values } = parseArgs({
     'ka-lifetime-ms': { type: 'string', default: '3000' },
     'short-workers': { type: 'string', default: '4' },
     'stream-workers': { type: 'string', default: '0' },
+    'long-workers': { type: 'string', default: '0' },
+    'long-interval-ms': { type: 'string', default: '500' },
     'tcp-interval-ms': { type: 'string', default: '100' },
     'timeout-ms': { type: 'string', default: '2000' },
   },
@@ -53,12 +60,15 @@ const TCP_PORT = Number(values['tcp-port']);
 const UDP_INTERVAL = Number(values['udp-interval-ms']);
 const UDP_SESSION = Number(values['udp-session-ms']);
 const TCP_INTERVAL = Number(values['tcp-interval-ms']);
+const LONG_INTERVAL = Number(values['long-interval-ms']);
 const TIMEOUT = Number(values['timeout-ms']);
 const KA_LIFETIME = Number(values['ka-lifetime-ms']);
 const deadline = Date.now() + Number(values['duration-ms']);
 
 type Outcome = 'ok' | 'refused' | 'reset' | 'unreachable' | 'timeout' | 'wrong';
 let running = true;
+let stopped!: () => void;
+const whenStopped = new Promise<Response>((r) => (stopped = () => r({ o: 'timeout' })));
 let seq = 0;
 
 function record(t: number, k: string, o: Outcome, b?: string): void {
@@ -230,9 +240,9 @@ class HttpConn {
     w?.(r);
   }
 
-  /** One request; resolves with the outcome (never rejects). */
-  async request(close: boolean): Promise<Response> {
-    const timer = new Promise<Response>((resolve) => setTimeout(() => resolve({ o: 'timeout' }), TIMEOUT).unref());
+  /** One request; resolves with the outcome (never rejects). `timeoutMs` Infinity: until the client stops. */
+  async request(close: boolean, timeoutMs = TIMEOUT): Promise<Response> {
+    const timer = Number.isFinite(timeoutMs) ? new Promise<Response>((resolve) => setTimeout(() => resolve({ o: 'timeout' }), timeoutMs).unref()) : whenStopped;
     const connectOutcome = await Promise.race([this.#connected, timer.then((r) => r.o)]);
     if (connectOutcome !== undefined) {
       this.closed = true;
@@ -260,6 +270,7 @@ class HttpConn {
 
 let kaWorkers = 0;
 async function keepAlive(kind = 'tcp-ka'): Promise<void> {
+  const long = kind === 'tcp-long';
   const recycles = kind === 'tcp-ka' && kaWorkers++ % 2 === 0;
   let conn: HttpConn | undefined;
   let retireAt = 0;
@@ -271,10 +282,12 @@ async function keepAlive(kind = 'tcp-ka'): Promise<void> {
       retireAt = recycles ? Date.now() + KA_LIFETIME * (0.5 + Math.random() * 0.5) : Infinity;
     }
     const t = Date.now();
-    const r = await conn.request(false);
+    const r = await conn.request(false, long ? Infinity : TIMEOUT);
+    // A long stream's request cut short by the client's own stop is no failure.
+    if (long && !running && r.o === 'timeout' && Date.now() - t < TIMEOUT) break;
     record(t, kind, r.o, r.b);
     if (r.close === true) conn.close();
-    await sleep(jitter(TCP_INTERVAL));
+    await sleep(jitter(long ? LONG_INTERVAL : TCP_INTERVAL));
   }
   conn?.close();
 }
@@ -300,10 +313,12 @@ start(values['udp-workers'], udpLookups);
 start(values['pinned-udp'], udpPinned);
 start(values['ka-workers'], () => keepAlive());
 start(values['stream-workers'], () => keepAlive('tcp-stream'));
+start(values['long-workers'], () => keepAlive('tcp-long'));
 start(values['short-workers'], shortConnections);
 
 const stop = (): void => {
   running = false;
+  stopped();
 };
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

@@ -20,6 +20,10 @@
  *                    the pod removed with DELETE gracePeriodSeconds=0 (the status
  *                    manager's final delete).
  *
+ *   lose()         → a pod lost with its node: its link cut first (no FIN or RST of its
+ *                    connections gets out), then the pod force-deleted from the API
+ *                    (what `kubectl delete --force` or the pod GC does for a dead node).
+ *
  * Not modelled: images, restarts, liveness probes, volumes, cgroups, the 2 s
  * preStop extension, the pod lifecycle event generator's delays.
  */
@@ -150,6 +154,27 @@ export class LabKubelet {
 
   byName(namespace: string, name: string): PodTimeline | undefined {
     return [...this.pods.values()].find((r) => r.tl.namespace === namespace && r.tl.name === name)?.tl;
+  }
+
+  /**
+   * The pod vanishes as with its node: link cut, then DELETE grace 0 (the DELETED
+   * event kills the process). Times go into its timeline: deletionSeen = the cut.
+   */
+  async lose(namespace: string, name: string): Promise<PodTimeline> {
+    const rt = [...this.pods.values()].find((r) => r.tl.namespace === namespace && r.tl.name === name);
+    if (rt === undefined) throw new Error(`lab kubelet: no pod ${namespace}/${name}`);
+    rt.terminating = true;
+    rt.tl.deletionSeen = Date.now();
+    rt.tl.preStop = 'none (pod lost)';
+    rt.tl.grace = 0;
+    clearTimeout(rt.probeTimer);
+    await run('ip', ['-n', this.#world.node, 'link', 'del', rt.nodeIf]).catch(() => undefined);
+    rt.tl.torndown = Date.now();
+    this.#say(rt, 'lost: its link cut (nothing it sends gets out)');
+    const r = await this.#plane.api('DELETE', `/api/v1/namespaces/${namespace}/pods/${name}?gracePeriodSeconds=0`);
+    rt.tl.removed = Date.now();
+    this.#say(rt, `force-deleted from the API (DELETE grace 0: ${r.status})`);
+    return rt.tl;
   }
 
   /** Stop watching, kill what still runs, tear every pod network down. */
@@ -342,7 +367,7 @@ export class LabKubelet {
     clearTimeout(rt.probeTimer);
     await run('ip', ['-n', this.#world.node, 'link', 'del', rt.nodeIf]).catch(() => undefined);
     await run('ip', ['netns', 'del', rt.netns]).catch(() => undefined);
-    rt.tl.torndown = Date.now();
+    rt.tl.torndown ??= Date.now();
   }
 
   async #kill(rt: Runtime): Promise<void> {

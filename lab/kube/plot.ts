@@ -30,7 +30,7 @@ export const PLOT_COLOURS = {
   ctTcp: '#1f5fbf',
 } as const;
 
-const KIND_LABEL: Record<Kind, string> = { udp: 'udp lookups', 'udp-pinned': 'udp pinned', 'tcp-short': 'tcp short', 'tcp-ka': 'tcp keep-alive', 'tcp-stream': 'tcp stream' };
+const KIND_LABEL: Record<Kind, string> = { udp: 'udp lookups', 'udp-pinned': 'udp pinned', 'tcp-short': 'tcp short', 'tcp-ka': 'tcp keep-alive', 'tcp-stream': 'tcp stream', 'tcp-long': 'tcp long' };
 
 const W = 1100;
 const LEFT = 118;
@@ -60,7 +60,9 @@ export function emulatedAsRun(r: RunResult): KubeRunResult {
   return {
     proxy: 'iptables',
     mode: r.mode,
+    reaper: false,
     namespace: 'emulated',
+    reaped: [],
     steps: [
       {
         step: '3→2',
@@ -79,6 +81,7 @@ export function emulatedAsRun(r: RunResult): KubeRunResult {
         },
         events: r.events,
         conntrack: { udp: ct(r.conntrack.udp), tcp: ct(r.conntrack.tcp) },
+        gonePackets: { udp: 0, tcp: 0, afterSweep: { udp: 0, tcp: 0 } },
         conntrackSeries: r.conntrackSeries ?? [],
       },
     ],

@@ -18,13 +18,16 @@ import { checkPrerequisites, Cleanup, run, which } from '../sys.ts';
 import { reapOrphans } from '../world.ts';
 import { LabKubelet } from './kubelet.ts';
 import { plotTimelines } from './plot.ts';
-import { figures, formatTable, LEGEND, verdict } from './report.ts';
+import { figures, formatReaperTable, formatTable, LEGEND, REAPER_LEGEND, verdict } from './report.ts';
 import type { StepFigures } from './report.ts';
 import { PROXY_MODES, RuleWatcher } from './rules.ts';
 import type { ProxyMode } from './rules.ts';
 import { MODES, runKubeScenario } from './scenario.ts';
-import type { KubeRunResult, KubeScenarioConfig, Mode } from './scenario.ts';
+import type { KubeRunResult, KubeScenarioConfig, Mode, ReapLog } from './scenario.ts';
 import { createKubeWorld, setConntrackSysctls, startKubeProxy } from './world.ts';
+
+/** The agent's --reap-hold (the chart's default). */
+const REAP_HOLD_S = 5;
 
 const HELP = `Usage: npm run lab -- --kube [flags]   (as root; needs \`npm run build\` and \`npm run kube:build\`)
 
@@ -38,7 +41,15 @@ propagation race) and after (stale conntrack entries: ghost connections).
 Flags:
   --proxy-mode M         iptables, nftables or both (default both)
   --short                a quicker run (CI): udp-timeout 3s, fewer clients
-  --runs LIST            comma list of unprotected,drain-only,protected (default all)
+  --runs LIST            comma list of unprotected,drain-only,protected (default all;
+                         with --reaper both, protected alone is enough)
+  --reaper R             the agent's conntrack reaper: on (--reap=true, the default),
+                         off (--reap=false) or both (every run once with each, the
+                         agent restarted in between; adds long TCP streams with no
+                         timeout of their own and a third Service whose pod is lost
+                         with its node: link cut, then force-deleted); with off or
+                         both, the product's \`diagnose\` runs in the node namespace
+                         at the end of every run
   --udp-timeout N        the node's nf_conntrack_udp_timeout (default 5; short 3)
   --pinned-udp N         pinned UDP clients per Service (default 2; short 1)
   --streams N            long-lived TCP streams per Service (default 2; short 1)
@@ -53,6 +64,14 @@ Flags:
                          pod; the race and ghost windows shaded) into FILE.svg
 `;
 
+/** The agent's "stale entries … deleted" lines about `namespace`. */
+function reaperLines(agent: HostProcess, namespace: string): ReapLog[] {
+  return agent
+    .logLines()
+    .filter((l) => l['msg'] === 'conntrack reaper: stale entries to gone endpoints deleted' && l['namespace'] === namespace)
+    .map((l) => ({ time: String(l['time']), service: String(l['service']), reaped: (l['reaped'] ?? {}) as Record<string, number>, targets: (l['targets'] ?? []) as string[] }));
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv.filter((a) => a !== '--kube'),
@@ -60,6 +79,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       'proxy-mode': { type: 'string', default: 'both' },
       short: { type: 'boolean', default: false },
       runs: { type: 'string' },
+      reaper: { type: 'string', default: 'on' },
       'udp-timeout': { type: 'string' },
       'pinned-udp': { type: 'string' },
       streams: { type: 'string' },
@@ -81,9 +101,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write('lab: --proxy-mode must be iptables, nftables or both\n');
     return 2;
   }
+  const reaperArg = values.reaper;
+  if (reaperArg !== 'on' && reaperArg !== 'off' && reaperArg !== 'both') {
+    process.stderr.write('lab: --reaper must be on, off or both\n');
+    return 2;
+  }
+  const reaperSettings: boolean[] = reaperArg === 'both' ? [true, false] : [reaperArg === 'on'];
   const modes = (values.runs?.split(',') ?? [...MODES]) as Mode[];
-  if (!modes.every((m) => MODES.includes(m)) || !modes.includes('unprotected') || !modes.includes('protected')) {
-    process.stderr.write('lab: --runs must list unprotected and protected (and may list drain-only)\n');
+  if (!modes.every((m) => MODES.includes(m)) || !modes.includes('protected') || (reaperArg !== 'both' && !modes.includes('unprotected'))) {
+    process.stderr.write('lab: --runs must list unprotected and protected (and may list drain-only); with --reaper both, protected is enough\n');
     return 2;
   }
   const prestopMode = values['prestop-mode'];
@@ -101,7 +127,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     propagationDelay: short ? '2s' : '3s',
     prestopMode,
     warmupMs: short ? 2000 : 3000,
-    tailMs: (udpTimeout + 1) * 1000,
+    // Long enough for a missed UDP entry to expire and for the reaper's sweep (its hold is 5 s).
+    tailMs: Math.max(udpTimeout + 1, REAP_HOLD_S + 2) * 1000,
     sampleMs: 500,
     // Enough lookups and connections that the sub-second race shows every time.
     udpWorkers: short ? 12 : 16,
@@ -110,6 +137,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     shortWorkers: short ? 4 : 6,
     kaWorkers: short ? 2 : 4,
     streamWorkers: Number(values.streams ?? (short ? 1 : 2)),
+    longWorkers: reaperArg === 'both' ? Number(values.streams ?? (short ? 1 : 2)) : 0,
+    lostPod: reaperArg === 'both',
+    sweepAfterMs: (REAP_HOLD_S + 1) * 1000,
+    diagnose: reaperArg !== 'on',
   };
 
   const out = (s: string): void => {
@@ -141,7 +172,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const NODE = 'lab-node';
   // A line per step with the elapsed time on stderr (quiet in CI logs).
   const steps = progress('lab');
-  const totalRuns = proxyModes.length * modes.length;
+  const totalRuns = proxyModes.length * modes.length * reaperSettings.length;
   const results: KubeRunResult[] = [];
   const versions: Record<string, string> = {};
   try {
@@ -169,12 +200,22 @@ export async function main(argv: readonly string[]): Promise<number> {
       steps.step(`${proxy}: the node namespace, the agent, kube-proxy --proxy-mode=${proxy}`);
       const world = await createKubeWorld(plane, tag, cleanup);
       await setConntrackSysctls(world.node, { nf_conntrack_udp_timeout: udpTimeout, nf_conntrack_udp_timeout_stream: udpTimeout * 2, nf_conntrack_acct: 1 });
-      const agent: HostProcess = await startHostAgent(plane, 'safe-termination', { nodeName: NODE, netns: { name: world.node, bridgePort: Number(new URL(world.apiServer).port) }, extraArgs: ['--interval=1s'] });
-      cleanup.add('stop the agent', () => agent.stop());
-      await waitFor('the agent\'s udp-timeout annotation', 30_000, async () => {
-        const n = await plane.call<{ metadata: { annotations?: Record<string, string> } }>('GET', `/api/v1/nodes/${NODE}`);
-        return n.metadata.annotations?.['conntrack.safe-termination.io/udp-timeout'] === String(udpTimeout);
-      }, () => agent.output());
+      const startAgent = async (reap: boolean): Promise<HostProcess> => {
+        // Without the annotation first, so that the wait below sees this agent's.
+        await plane.call('PATCH', `/api/v1/nodes/${NODE}`, { metadata: { annotations: { 'conntrack.safe-termination.io/udp-timeout': null } } }, { contentType: 'application/merge-patch+json' });
+        const a = await startHostAgent(plane, 'safe-termination', {
+          nodeName: NODE,
+          netns: { name: world.node, bridgePort: Number(new URL(world.apiServer).port) },
+          extraArgs: ['--interval=1s', `--reap=${reap}`, `--reap-hold=${REAP_HOLD_S}s`],
+        });
+        cleanup.add('stop the agent', () => a.stop());
+        await waitFor('the agent\'s udp-timeout annotation', 30_000, async () => {
+          const n = await plane.call<{ metadata: { annotations?: Record<string, string> } }>('GET', `/api/v1/nodes/${NODE}`);
+          return n.metadata.annotations?.['conntrack.safe-termination.io/udp-timeout'] === String(udpTimeout);
+        }, () => a.output());
+        return a;
+      };
+      let agent: HostProcess = await startAgent(reaperSettings[0]!);
       const kp = await startKubeProxy(plane, world, NODE, proxy, cleanup);
       const rules = new RuleWatcher(world.node, proxy, (c) => log(`kube-proxy (${proxy}): ${c.key} ${c.removed.length > 0 ? `-${c.removed.join(',')}` : ''}${c.added.length > 0 ? ` +${c.added.join(',')}` : ''} → [${c.now.join(', ')}]`));
       rules.start(100);
@@ -183,10 +224,19 @@ export async function main(argv: readonly string[]): Promise<number> {
       kubelet.start();
       cleanup.add('stop the lab kubelet', () => kubelet.stop());
       out(`kube-proxy --proxy-mode=${proxy} in ${world.node}:\n`);
-      for (const mode of modes) {
-        out(`${proxy} / ${mode}:\n`);
-        steps.step(`${proxy} / ${mode} (run ${results.length + 1} of ${totalRuns})`);
-        results.push(await runKubeScenario({ plane, world, kubelet, rules, proxy, cleanup, log }, mode, cfg));
+      for (const [i, reaper] of reaperSettings.entries()) {
+        if (i > 0) {
+          await agent.stop();
+          agent = await startAgent(reaper);
+        }
+        for (const mode of modes) {
+          const label = `${proxy} / ${mode}${reaperArg === 'on' ? '' : ` / reaper ${reaper ? 'on' : 'off'}`}`;
+          out(`${label}:\n`);
+          steps.step(`${label} (run ${results.length + 1} of ${totalRuns})`);
+          const r = await runKubeScenario({ plane, world, kubelet, rules, proxy, cleanup, log, reaper }, mode, cfg);
+          r.reaped.push(...reaperLines(agent, r.namespace));
+          results.push(r);
+        }
       }
       await kubelet.stop();
       rules.stop();
@@ -213,6 +263,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       );
     } else {
       out('\n' + formatTable(figs) + '\n' + LEGEND + '\n');
+      if (reaperArg !== 'on') out('the conntrack reaper, on and off:\n' + formatReaperTable(figs) + '\n' + REAPER_LEGEND + '\n');
       for (const line of v.lines) out(`${line}\n`);
     }
     return values.check && !v.ok ? 1 : 0;

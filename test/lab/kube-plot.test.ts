@@ -57,6 +57,7 @@ function step(mode: Mode): StepResult {
     timeline: { scaled: -40, removal: 900, preStopDone: protectedRun ? 8000 : undefined, sigterm, notReady: undefined, exit: sigterm + 100, torndown: sigterm + 300, removed: sigterm + 400, end: 12_000 },
     events,
     conntrack: { udp: { atRemoval: 3, atExit: 1, atEnd: 0, ghosts: 1 }, tcp: { atRemoval: 1, atExit: 0, atEnd: 0, ghosts: 0 } },
+    gonePackets: { udp: 0, tcp: 0, afterSweep: { udp: 0, tcp: 0 } },
     conntrackSeries: [
       { t: -1000, udp: 4, tcp: 2 },
       { t: 0, udp: 4, tcp: 1 },
@@ -68,7 +69,7 @@ function step(mode: Mode): StepResult {
   };
 }
 
-const run = (mode: Mode): KubeRunResult => ({ proxy: 'iptables', mode, namespace: `lab-ipt-${mode}`, steps: [step(mode)] });
+const run = (mode: Mode): KubeRunResult => ({ proxy: 'iptables', mode, reaper: true, namespace: `lab-ipt-${mode}`, reaped: [], steps: [step(mode)] });
 
 t.test('the picture of two runs: valid XML, windows, markers, requests, conntrack', async (t) => {
   const svg = plotTimelines([run('unprotected'), run('protected')], { subtitle: 'v1.37 & friends <test>' });

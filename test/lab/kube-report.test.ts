@@ -3,7 +3,7 @@
  * output of kube-proxy v1.37.2, trimmed) and judging the windows.
  */
 import t from 'tap';
-import { figures, formatTable, verdict, windowOf } from '../../lab/kube/report.ts';
+import { detectFigures, figures, formatReaperTable, formatTable, verdict, windowOf } from '../../lab/kube/report.ts';
 import { parseRules } from '../../lab/kube/rules.ts';
 import type { ClientEvent, KubeRunResult, Mode, StepResult } from '../../lab/kube/scenario.ts';
 
@@ -65,7 +65,7 @@ t.test('parseRules reads which endpoints each Service port sends new flows to', 
 
 const ev = (t: number, d: number, k: ClientEvent['k'], o: ClientEvent['o'], b?: string): ClientEvent => (b === undefined ? { t, d, k, o } : { t, d, k, o, b });
 
-function step(label: '3→2' | '1→0', mode: Mode, events: ClientEvent[]): StepResult {
+function step(label: '3→2' | '1→0' | 'lost', mode: Mode, events: ClientEvent[]): StepResult {
   const removal = 1000;
   const ct = { atRemoval: 1, atExit: 1, atEnd: 0, ghosts: 0 };
   return {
@@ -75,6 +75,7 @@ function step(label: '3→2' | '1→0', mode: Mode, events: ClientEvent[]): Step
     timeline: { scaled: -20, removal, preStopDone: undefined, sigterm: 0, notReady: undefined, exit: 10, torndown: 200, removed: 250, end: 9000 },
     events,
     conntrack: { udp: ct, tcp: ct },
+    gonePackets: { udp: 0, tcp: 0, afterSweep: { udp: 0, tcp: 0 } },
     conntrackSeries: [],
   };
 }
@@ -82,7 +83,9 @@ function step(label: '3→2' | '1→0', mode: Mode, events: ClientEvent[]): Step
 const run = (mode: Mode, events32: ClientEvent[]): KubeRunResult => ({
   proxy: 'iptables',
   mode,
+  reaper: true,
   namespace: `lab-ipt-${mode}`,
+  reaped: [],
   steps: [step('3→2', mode, events32), step('1→0', mode, [ev(2000, 5, 'udp', 'refused')])],
 });
 
@@ -98,7 +101,7 @@ t.test('figures count per kind and window; served-after counts the removed pod a
   const [s32, s10] = figures(
     run('unprotected', [ev(100, 2000, 'udp', 'timeout'), ev(1200, 3, 'udp', 'ok', 'echo-x'), ev(1300, 2000, 'udp-pinned', 'timeout'), ev(50, 2, 'tcp-short', 'refused'), ev(60, 2, 'tcp-short', 'ok', 'echo-y')]),
   );
-  t.same(s32!.kinds.udp, { sent: 2, failed: 1, byWindow: { before: 0, race: 1, after: 0 }, outcomes: { refused: 0, reset: 0, unreachable: 0, timeout: 1, wrong: 0 }, servedAfterRemoval: 1 });
+  t.same(s32!.kinds.udp, { sent: 2, failed: 1, byWindow: { before: 0, race: 1, after: 0 }, outcomes: { refused: 0, reset: 0, unreachable: 0, timeout: 1, wrong: 0 }, servedAfterRemoval: 1, afterSweep: 0 });
   t.equal(s32!.kinds['udp-pinned']!.byWindow.after, 1);
   t.equal(s32!.kinds['tcp-short']!.byWindow.race, 1);
   t.equal(s10!.kinds.udp!.byWindow.after, 1);
@@ -140,4 +143,59 @@ t.test('verdict: the race unprotected, none protected; pinned flows and 1→0 re
 
   const notInjected = verdict([...u, ...figures(run('protected', [])).map((s) => ({ ...s, stored: { preStop: 'none', grace: 30, record: null } }))]);
   t.notOk(notInjected.checks.find((c) => c.name === 'pods-through-webhook')!.ok);
+});
+
+/** A protected run with the reaper on or off: 3→2, 1→0 and a lost pod; the sweep time is +6.25 s. */
+function reaperRun(reaper: boolean, events: Partial<Record<'3→2' | '1→0' | 'lost', ClientEvent[]>>, packetsAfterSweep = 0): KubeRunResult {
+  const steps = (['3→2', '1→0', 'lost'] as const).map((label) => {
+    const s = step(label, 'protected', events[label] ?? []);
+    const pod = { name: `${label === '3→2' ? 'echo' : label === '1→0' ? 'solo' : 'lost'}-x`, ip: '10.244.1.2' };
+    const tcp = label === 'lost' ? packetsAfterSweep : 0;
+    return { ...s, pod, timeline: { ...s.timeline, sweep: 6250 }, gonePackets: { udp: 0, tcp, afterSweep: { udp: 0, tcp } } };
+  });
+  const stale: Record<string, number> = reaper ? {} : { 'lab-ipt-protected-noreap/lost tcp': 3 };
+  return {
+    proxy: 'iptables',
+    mode: 'protected',
+    reaper,
+    namespace: 'lab-ipt-protected',
+    reaped: reaper ? [{ time: '', service: 'lost', reaped: { tcp: 3 }, targets: ['10.244.1.2:8080'] }] : [],
+    diagnose: { exitCode: reaper ? 0 : 3, entries: 100, stale: reaper ? 0 : 3, staleByService: stale },
+    steps,
+  };
+}
+
+t.test('detect: a tcp-long failure is detected (RST, ICMP) or never answered', async (t) => {
+  t.same(detectFigures([ev(300, 6000, 'tcp-long', 'reset'), ev(-500, 100, 'tcp-long', 'reset'), ev(400, 14_000, 'tcp-long', 'timeout'), ev(400, 5, 'tcp-stream', 'timeout')]), { detected: 1, latestMs: 6300, never: 1 });
+  t.same(detectFigures([]), { detected: 0, latestMs: undefined, never: 0 });
+});
+
+t.test('verdict: the reaper on against off, judged from the sweep time', async (t) => {
+  // On: the long stream to the lost pod reset at +6.5 s; a pinned UDP query lost at SIGTERM (before the sweep time).
+  const on = figures(reaperRun(true, { '3→2': [ev(3000, 2000, 'udp-pinned', 'timeout')], lost: [ev(300, 6200, 'tcp-long', 'reset')] }));
+  // Off: the long stream never answered, its retransmissions still going to the gone pod.
+  const off = figures(reaperRun(false, { '3→2': [ev(3000, 2000, 'udp-pinned', 'timeout')], lost: [ev(300, 13_000, 'tcp-long', 'timeout')] }, 4));
+  const v = verdict([...on, ...off]);
+  t.ok(v.ok, v.lines.join('\n'));
+  t.same(
+    v.checks.filter((c) => c.name.startsWith('reaper')).map((c) => [c.name, c.ok]),
+    [
+      ['reaper-no-failure-after-sweep', true],
+      ['reaper-off-long-streams-blackholed', true],
+      ['reaper-scale-to-zero-clean', true],
+      ['reaper-diagnose-clean', true],
+    ],
+  );
+  t.equal(on[0]!.kinds['udp-pinned']!.byWindow.after, 1, 'the SIGTERM loss is an after-removal failure…');
+  t.equal(on[0]!.kinds['udp-pinned']!.afterSweep, 0, '…not one after the sweep time');
+  t.equal(off[2]!.kinds['tcp-long']!.afterSweep, 1, 'the blackholed stream waits across the sweep time');
+  t.equal(on[2]!.reaped, 3);
+  t.match(v.lines.join('\n'), /reaper on vs off, lost: .*tcp-long 0\/0 vs 0\/1; long streams never answered 0 vs 1; packets to the gone pod after the sweep 0 vs 4/);
+  t.match(formatReaperTable([...on, ...off]), /iptables\s+protected\s+off\s+lost\s+tcp long\s+1\s+0\s+1\s+1/);
+
+  const leaky = verdict([...figures(reaperRun(true, { lost: [ev(300, 13_000, 'tcp-long', 'timeout')] }, 2)), ...off]);
+  t.notOk(leaky.checks.find((c) => c.name === 'reaper-no-failure-after-sweep')!.ok, 'with the reaper, a blackholed stream fails the claim');
+  const same = verdict([...on, ...figures(reaperRun(false, { lost: [ev(300, 6200, 'tcp-long', 'reset')] }))]);
+  t.notOk(same.checks.find((c) => c.name === 'reaper-off-long-streams-blackholed')!.ok, 'no difference without the reaper: the claim fails');
+  t.same(verdict(on).checks.filter((c) => c.name.startsWith('reaper')), [], 'not judged without both runs');
 });
