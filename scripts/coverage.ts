@@ -8,20 +8,24 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 
-/** The least share of lines covered per folder; a folder not named here must reach DEFAULT_FLOOR. */
+/**
+ * The least share of lines covered per folder of src/, a little under what a run
+ * prints today; a new src folder must reach DEFAULT_FLOOR. Other folders (lab,
+ * bench, scripts, e2e helpers the tests load) are shown, not judged.
+ */
 export const LINE_FLOORS: Readonly<Record<string, number>> = {
-  'src/shared': 85,
-  'src/core': 95,
-  'src/admission': 90,
-  'src/server': 85,
-  'src/cli': 75,
-  'src/cluster': 75,
-  'src/agent': 75,
-  'src/manifest': 85,
-  'src/diagnose': 85,
-  'src/host': 75,
+  'src/shared': 95,
+  'src/core': 97,
+  'src/admission': 97,
+  'src/server': 95,
+  'src/cli': 95,
+  'src/cluster': 95,
+  'src/agent': 94,
+  'src/manifest': 94,
+  'src/diagnose': 96,
+  'src/host': 95,
 };
-export const DEFAULT_FLOOR = 60;
+export const DEFAULT_FLOOR = 90;
 
 interface Counts {
   total: number;
@@ -35,7 +39,8 @@ export interface FolderCoverage {
   readonly folder: string;
   readonly lines: Counts;
   readonly branches: Counts;
-  readonly floor: number;
+  /** undefined: not judged. */
+  readonly floor: number | undefined;
 }
 
 /** src/core/plan.ts → src/core; bench/bench.ts → bench. */
@@ -57,7 +62,7 @@ export function byFolder(summary: Readonly<Record<string, FileSummary>>, root: s
     folders.set(folder, f);
   }
   return [...folders]
-    .map(([folder, f]) => ({ folder, ...f, floor: LINE_FLOORS[folder] ?? DEFAULT_FLOOR }))
+    .map(([folder, f]) => ({ folder, ...f, floor: folder.startsWith('src/') ? (LINE_FLOORS[folder] ?? DEFAULT_FLOOR) : undefined }))
     .sort((a, b) => a.folder.localeCompare(b.folder));
 }
 
@@ -75,13 +80,13 @@ export function formatTable(rows: readonly FolderCoverage[]): string {
     `${name.padEnd(16)} ${pct(l).toFixed(1).padStart(6)} % ${String(l.total).padStart(7)} ${pct(b).toFixed(1).padStart(8)} % ${floor.padStart(6)} ${mark}`;
   return [
     `${'folder'.padEnd(16)} ${'lines'.padStart(8)} ${'of'.padStart(7)} ${'branches'.padStart(10)} ${'floor'.padStart(6)}`,
-    ...rows.map((r) => line(r.folder, r.lines, r.branches, `${r.floor} %`, pct(r.lines) < r.floor ? 'BELOW FLOOR' : '')),
+    ...rows.map((r) => line(r.folder, r.lines, r.branches, r.floor === undefined ? '' : `${r.floor} %`, belowFloor([r]).length > 0 ? 'BELOW FLOOR' : '')),
     line('all files', all.lines, all.branches, '', ''),
   ].join('\n');
 }
 
 export function belowFloor(rows: readonly FolderCoverage[]): FolderCoverage[] {
-  return rows.filter((r) => pct(r.lines) < r.floor);
+  return rows.filter((r) => r.floor !== undefined && pct(r.lines) < r.floor);
 }
 
 if (import.meta.main) {
