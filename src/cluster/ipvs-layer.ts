@@ -5,16 +5,22 @@
  * from kube-proxy's ConfigMap by the kube-proxy source; IPVS itself is never read.
  */
 import { ipvsRaise } from '../core/conntrack.ts';
-import type { ConntrackLayer } from '../core/conntrack.ts';
+import type { ConntrackFacts, ConntrackLayer, PartialConntrackValues } from '../core/conntrack.ts';
 import type { KubeProxySource } from './kube-proxy-source.ts';
 
 export function ipvsLayer(kubeProxy: KubeProxySource): ConntrackLayer {
+  const raised = new WeakMap<ConntrackFacts, { readonly timeout: number | undefined; readonly values: PartialConntrackValues }>();
   return {
     kind: 'ipvs',
     label: "kube-proxy's IPVS UDP timeout (in IPVS mode)",
     start: () => {},
     ready: kubeProxy.ready,
-    values: (_placement, below) => ipvsRaise(below, kubeProxy.ipvsUdpTimeout),
+    values: (_placement, below) => {
+      const timeout = kubeProxy.ipvsUdpTimeout;
+      let r = raised.get(below);
+      if (r === undefined || r.timeout !== timeout) raised.set(below, (r = { timeout, values: ipvsRaise(below, timeout) }));
+      return r.values;
+    },
     describe: (key, _placement, below) => ({
       short: 'kube-proxy IPVS',
       long: `kube-proxy: IPVS udpTimeout (mode ipvs) in ConfigMap ${kubeProxy.where}, over conntrack's ${below[key].value}s`,

@@ -5,7 +5,7 @@
  * the webhook, by a node dump or a one-time sync in the CLI.
  */
 import { CONNTRACK_KEYS } from '../core/conntrack.ts';
-import type { ConntrackLayer, PartialConntrackValues } from '../core/conntrack.ts';
+import type { ConntrackFacts, ConntrackLayer, PartialConntrackValues } from '../core/conntrack.ts';
 import { candidateNodes, isUnconstrained } from './candidate-nodes.ts';
 import type { CandidateIndex } from './candidate-nodes.ts';
 
@@ -17,6 +17,8 @@ export interface NodesLayerOptions {
 }
 
 export function nodesLayer(index: CandidateIndex, o: NodesLayerOptions): ConntrackLayer {
+  // The index answers with shared objects (per placement, per node): so do we.
+  const answers = new WeakMap<ConntrackFacts, PartialConntrackValues>();
   return {
     kind: 'nodes',
     label: 'node annotations',
@@ -26,8 +28,12 @@ export function nodesLayer(index: CandidateIndex, o: NodesLayerOptions): Conntra
       // Each node's facts are layered over `below`; unchanged, this costs a comparison.
       index.setFallback(below);
       const facts = index.conntrackFor(placement);
-      const out: PartialConntrackValues = {};
-      for (const key of CONNTRACK_KEYS) if (facts[key].source === 'nodes') out[key] = facts[key].value;
+      let out = answers.get(facts);
+      if (out === undefined) {
+        out = {};
+        for (const key of CONNTRACK_KEYS) if (facts[key].source === 'nodes') out[key] = facts[key].value;
+        answers.set(facts, out);
+      }
       return out;
     },
     describe: (key, placement) => {

@@ -121,7 +121,10 @@ export interface ConntrackLayer {
   start(): void;
   /** Settles after the first read, whatever its outcome. */
   readonly ready: Promise<void>;
-  /** The keys it answers for a pod with `placement`; `below`: what the sources under it give. */
+  /**
+   * The keys it answers for a pod with `placement`; `below`: what the sources
+   * under it give. Never changed once returned: new values, a new object.
+   */
   values(placement: PodPlacement, below: ConntrackFacts): PartialConntrackValues;
   /** For people: where its value of `key` came from. */
   describe(key: ConntrackKey, placement: PodPlacement, below: ConntrackFacts): Origin;
@@ -156,10 +159,6 @@ export interface LayerStack {
   facts(placement: PodPlacement): ConntrackFacts;
   /** The facts and where each came from. */
   explain(placement: PodPlacement): ConntrackView;
-  start(): void;
-  /** Every source's first read. */
-  readonly ready: Promise<void>;
-  stop(): Promise<void>;
 }
 
 /** Stack sources by CONNTRACK_LAYERS: one of each kind at most, one static layer. */
@@ -170,9 +169,23 @@ export function stackLayers(sources: readonly ConntrackLayer[], base: StaticLaye
   if (twice.length > 0) throw new Error(`conntrack sources stacked twice: ${twice.join(', ')}`);
   const above = layers.slice(0, -1);
   const folded: readonly FactsLayer[] = above.map((l) => ({ source: sourceOf(l.kind), values: (p: PodPlacement, below: ConntrackFacts) => l.values(p, below) }));
+  // On the admission path: a layer given the same input and answering the same values gives the same output.
+  const memo = above.map(() => new WeakMap<ConntrackFacts, WeakMap<PartialConntrackValues, ConntrackFacts>>());
+  const facts = (placement: PodPlacement): ConntrackFacts => {
+    let out = base.facts;
+    for (let i = above.length - 1; i >= 0; i--) {
+      const values = above[i]!.values(placement, out);
+      let byValues = memo[i]!.get(out);
+      if (byValues === undefined) memo[i]!.set(out, (byValues = new WeakMap()));
+      let next = byValues.get(values);
+      if (next === undefined) byValues.set(values, (next = fold([{ source: folded[i]!.source, values }], out, placement, undefined)));
+      out = next;
+    }
+    return out;
+  };
   return {
     layers,
-    facts: (placement) => fold(folded, base.facts, placement, undefined),
+    facts,
     explain: (placement) => {
       const given: Given = {};
       const facts = fold(folded, base.facts, placement, given);
@@ -182,13 +195,6 @@ export function stackLayers(sources: readonly ConntrackLayer[], base: StaticLaye
         origins[key] = g === undefined ? base.describe(key, placement, base.facts) : above[g.layer]!.describe(key, placement, g.below);
       }
       return { facts, origins };
-    },
-    start: () => {
-      for (const l of layers) l.start();
-    },
-    ready: Promise.all(layers.map((l) => l.ready)).then(() => undefined),
-    stop: async () => {
-      await Promise.all(layers.map((l) => l.stop()));
     },
   };
 }
