@@ -14,6 +14,7 @@ import { layerFacts, stackLayers, staticFacts, staticLayer } from '../core/connt
 import type { ConntrackFacts, ConntrackLayer, ConntrackValues, PartialConntrackValues } from '../core/conntrack.ts';
 import type { FactsSource, FactsWiring } from '../core/facts.ts';
 import type { KubeVersion } from '../core/model.ts';
+import { ServiceIndex } from '../core/services.ts';
 import { localFactsWiring } from '../host/local-facts.ts';
 import type { LocalFactsConfig } from '../host/local-facts.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -101,7 +102,7 @@ const CLUSTER_PARTS: ReadonlyArray<(c: ClusterContext) => Promise<ClusterPart | 
   },
   async (c) => {
     if (c.config.servicesInformer !== true) return undefined;
-    const [{ ServiceInformer }, { ServiceIndex }] = await Promise.all([import('./service-informer.ts'), import('../core/services.ts')]);
+    const { ServiceInformer } = await import('./service-informer.ts');
     const index = new ServiceIndex();
     const informer = new ServiceInformer({ kubeConfig: c.kubeConfig, log: c.log, index, ...c.tuning.informer });
     return {
@@ -157,10 +158,7 @@ export async function clusterFactsWiring(
       })()),
   };
   const parts = (await Promise.all(CLUSTER_PARTS.map((make) => make(context)))).filter((p) => p !== undefined);
-  const stack = stackLayers(
-    parts.flatMap((p) => (p.layer === undefined ? [] : [p.layer])),
-    base,
-  );
+  const stack = stackLayers(parts.flatMap((p) => (p.layer === undefined ? [] : [p.layer])), base);
   log.info(
     { api: access.server, via: access.kind === 'kubeconfig' ? access.path : 'in-cluster service account' },
     `reading conntrack facts from the Kubernetes API (${stack.layers.map((l) => l.label).join(', then ')})`,

@@ -57,7 +57,7 @@ export class KubeProxySource implements ConntrackLayer {
     return { short: 'kube-proxy', long: `kube-proxy: ConfigMap ${this.where}` };
   }
 
-  /** With kube-proxy in IPVS mode: its UDP timeout (spec §5); undefined in other modes or when not read. */
+  /** With kube-proxy in IPVS mode: its UDP timeout (ipvs-layer.ts); undefined in other modes or when not read. */
   get ipvsUdpTimeout(): number | undefined {
     return this.#ipvsUdpTimeout;
   }
