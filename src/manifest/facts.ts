@@ -10,6 +10,7 @@ import { Writable } from 'node:stream';
 import { CandidateIndex } from '../cluster/candidate-nodes.ts';
 import type { ClusterAccess } from '../cluster/kubeconfig.ts';
 import type { ConfigMapRef } from '../cluster/kube-proxy-config.ts';
+import { clusterFactsWiring } from '../cluster/facts.ts';
 import type { ClusterFactsConfig } from '../cluster/facts.ts';
 import { nodesLayer } from '../cluster/nodes-layer.ts';
 import { fixedLayer, stackLayers, staticLayer, sysctlName } from '../core/conntrack.ts';
@@ -142,7 +143,6 @@ async function readCluster(
     kubeProxyConfigMap: c.kubeProxyConfigMap,
     kubeProxyIntervalSeconds: 3600,
   };
-  const { clusterFactsWiring } = await import('../cluster/facts.ts');
   const wiring = await clusterFactsWiring(config, log, c.access);
   try {
     await wiring.ready;
