@@ -1,12 +1,8 @@
 /** `safe-termination serve`: parse flags, start the webhook, handle signals. */
-import { runsInPod } from '../cluster/in-pod.ts';
+import { selectFactsWiring } from '../cluster/facts.ts';
 import { parseServeConfig, SERVE_FLAGS } from './config.ts';
 import { createLogger } from '../shared/logger.ts';
-import type { Logger } from '../shared/logger.ts';
-import type { FactsWiring } from '../core/facts.ts';
-import { localFactsWiring } from '../host/local-facts.ts';
 import { startWebhook } from '../server/serve.ts';
-import type { ServeConfig } from '../server/serve.ts';
 import { flagHelp, wantsHelp } from './help.ts';
 import { runUntilSignal } from './signals.ts';
 
@@ -26,14 +22,6 @@ Flags:
 ${flagHelp(SERVE_FLAGS)}
 `;
 
-/** In a pod or with --kubeconfig: the cluster's facts; else this machine's (spec §5). */
-async function factsWiring(config: ServeConfig, log: Logger): Promise<FactsWiring> {
-  if (config.kubeconfig === undefined && !runsInPod(process.env)) return localFactsWiring(config, log);
-  // The Kubernetes client is loaded only when it is used (it costs a second of start-up).
-  const { selectFactsWiring } = await import('../cluster/facts.ts');
-  return selectFactsWiring(process.env)(config, log);
-}
-
 export async function runServe(argv: readonly string[]): Promise<number> {
   if (wantsHelp(argv)) {
     process.stdout.write(HELP);
@@ -41,7 +29,7 @@ export async function runServe(argv: readonly string[]): Promise<number> {
   }
   const config = parseServeConfig(argv, process.env);
   const log = createLogger(config.logLevel);
-  const webhook = await startWebhook(config, log, factsWiring);
+  const webhook = await startWebhook(config, log, selectFactsWiring(process.env));
   // SIGTERM comes from the kubelet: wait for endpoints to drop us. SIGINT is a person.
   return runUntilSignal(log, (signal) => webhook.shutdown(signal === 'SIGTERM' ? undefined : 0));
 }

@@ -177,7 +177,7 @@ export class CandidateIndex {
   #cache = new Map<string, ConntrackFacts>();
   #scheduled = false;
 
-  /** `fallback`: the facts below the nodes (kube-proxy over static). */
+  /** `fallback`: the facts below the nodes (kube-proxy over static, say). */
   constructor(fallback: ConntrackFacts) {
     this.#fallback = fallback;
     this.#all = fallback;
@@ -217,9 +217,9 @@ export class CandidateIndex {
     return true;
   }
 
-  /** Replace the facts below the nodes (kube-proxy changed). */
+  /** Replace the facts below the nodes (a source below changed). */
   setFallback(fallback: ConntrackFacts): void {
-    if (sameFacts(fallback, this.#fallback)) return;
+    if (fallback === this.#fallback || sameFacts(fallback, this.#fallback)) return;
     this.#fallback = fallback;
     for (const e of this.#entries.values()) e.facts = this.#layer(e.node);
     this.#invalidate();

@@ -1,11 +1,12 @@
 /**
- * Reads kube-proxy's ConfigMap at start and again every interval (a GET: the
- * chart grants `get` on that one ConfigMap, nothing more). Absent, forbidden or
- * unparseable: no values, said once in the log, never an error.
+ * kube-proxy's ConfigMap as a conntrack source: read at start and again every
+ * interval (a GET: the chart grants `get` on that one ConfigMap, nothing more).
+ * Absent, forbidden or unparseable: no values, said once in the log, never an
+ * error. Its IPVS UDP timeout is a source of its own (ipvs-layer.ts).
  */
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
-import type { PartialConntrackValues } from '../core/conntrack.ts';
+import type { ConntrackLayer, Origin, PartialConntrackValues } from '../core/conntrack.ts';
 import type { Logger } from '../shared/logger.ts';
 import { describeApiError, requestOptions, statusOf } from './api.ts';
 import { kubeProxyConfigText, parseKubeProxyConfig } from './kube-proxy-config.ts';
@@ -17,13 +18,17 @@ export interface KubeProxySourceOptions {
   readonly ref: ConfigMapRef;
   readonly intervalMs: number;
   readonly requestTimeoutMs?: number;
-  readonly onChange: (values: PartialConntrackValues) => void;
 }
 
-export class KubeProxySource {
+export class KubeProxySource implements ConntrackLayer {
+  readonly kind = 'kube-proxy';
+  readonly label: string;
   /** Settles after the first read, whatever its outcome. */
-  readonly firstRead: Promise<void>;
+  readonly ready: Promise<void>;
+  /** "kube-system/kube-proxy" */
+  readonly where: string;
   readonly #o: KubeProxySourceOptions;
+  #settle: () => void = () => {};
   readonly #core: CoreV1Api;
   readonly #abort = new AbortController();
   #timer: NodeJS.Timeout | undefined;
@@ -35,19 +40,29 @@ export class KubeProxySource {
   constructor(o: KubeProxySourceOptions) {
     this.#o = o;
     this.#core = o.kubeConfig.makeApiClient(CoreV1Api);
-    this.firstRead = this.#read();
+    this.where = `${o.ref.namespace}/${o.ref.name}`;
+    this.label = `kube-proxy's ConfigMap ${this.where}`;
+    this.ready = new Promise((resolve) => (this.#settle = resolve));
   }
 
-  get values(): PartialConntrackValues {
+  start(): void {
+    void this.#read().finally(this.#settle);
+  }
+
+  values(): PartialConntrackValues {
     return this.#values;
   }
 
-  /** With kube-proxy in IPVS mode: its UDP timeout (spec §5); undefined in other modes or when not read. */
+  describe(): Origin {
+    return { short: 'kube-proxy', long: `kube-proxy: ConfigMap ${this.where}` };
+  }
+
+  /** With kube-proxy in IPVS mode: its UDP timeout (ipvs-layer.ts); undefined in other modes or when not read. */
   get ipvsUdpTimeout(): number | undefined {
     return this.#ipvsUdpTimeout;
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.#stopped = true;
     this.#abort.abort();
     clearTimeout(this.#timer);
@@ -55,7 +70,7 @@ export class KubeProxySource {
 
   async #read(): Promise<void> {
     const { ref, log } = this.#o;
-    const where = `${ref.namespace}/${ref.name}`;
+    const where = this.where;
     let next: PartialConntrackValues | undefined;
     let ipvs: number | undefined;
     let outcome: string;
@@ -94,10 +109,7 @@ export class KubeProxySource {
     }
     // An API server away (next undefined) keeps the last IPVS reading too.
     if (next !== undefined) this.#ipvsUdpTimeout = ipvs;
-    if (next !== undefined && JSON.stringify(next) !== JSON.stringify(this.#values)) {
-      this.#values = Object.freeze(next);
-      this.#o.onChange(this.#values);
-    }
+    if (next !== undefined && JSON.stringify(next) !== JSON.stringify(this.#values)) this.#values = Object.freeze(next);
     this.#timer = setTimeout(() => void this.#read(), this.#o.intervalMs);
     this.#timer.unref();
   }

@@ -1,13 +1,13 @@
 /**
- * How this process reaches the Kubernetes API (spec §5, issue 3):
+ * How this process reaches the Kubernetes API (which one: `accessKind`):
  * - `--kubeconfig FILE`: that file (`--kubeconfig default`: $KUBECONFIG, else ~/.kube/config);
- * - else, in a pod (KUBERNETES_SERVICE_HOST/PORT set and a service-account token
+ * - in a pod (KUBERNETES_SERVICE_HOST/PORT set and a service-account token
  *   mounted): the in-cluster service-account configuration;
- * - else none: the webhook uses this machine's /proc/sys, the agent only serves metrics.
+ * - none: the webhook uses this machine's /proc/sys, the agent only serves metrics.
  */
 import { KubeConfig } from '@kubernetes/client-node';
 import { ErrorCode, UsageError } from '../shared/errors.ts';
-import { runsInPod } from './in-pod.ts';
+import { accessKind } from './in-pod.ts';
 
 export { runsInPod, SERVICE_ACCOUNT_DIR } from './in-pod.ts';
 /** `--kubeconfig default`: the kubeconfig kubectl would use. */
@@ -27,7 +27,8 @@ export interface AccessOptions {
 
 /** Resolve and load the API access. Throws UsageError when an explicit kubeconfig cannot be loaded. */
 export function resolveClusterAccess(o: AccessOptions): ClusterAccess {
-  if (o.kubeconfig !== undefined) {
+  const kind = accessKind(o.kubeconfig, o.env, o.inClusterRoot);
+  if (kind === 'kubeconfig' && o.kubeconfig !== undefined) {
     const kc = new KubeConfig();
     const path = o.kubeconfig === DEFAULT_KUBECONFIG ? (o.env['KUBECONFIG'] ?? '~/.kube/config') : o.kubeconfig;
     try {
@@ -42,7 +43,7 @@ export function resolveClusterAccess(o: AccessOptions): ClusterAccess {
     }
     return { kind: 'kubeconfig', kubeConfig: kc, server: cluster.server, path };
   }
-  if (runsInPod(o.env, o.inClusterRoot)) {
+  if (kind === 'in-cluster') {
     const kc = new KubeConfig();
     // loadFromCluster reads KUBERNETES_SERVICE_HOST/PORT from process.env.
     const saved = { host: process.env['KUBERNETES_SERVICE_HOST'], port: process.env['KUBERNETES_SERVICE_PORT'] };

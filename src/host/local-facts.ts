@@ -1,6 +1,7 @@
-/** Facts outside a cluster (spec §5): this machine's /proc/sys over the static values. */
-import { layerFacts, staticFacts, sysctlName } from '../core/conntrack.ts';
-import type { ConntrackFacts, ConntrackValues } from '../core/conntrack.ts';
+/** Facts outside a cluster: this machine's /proc/sys over the static values. */
+import { join } from 'node:path';
+import { fixedLayer, stackLayers, staticLayer, sysctlName } from '../core/conntrack.ts';
+import type { ConntrackFacts, ConntrackLayer, ConntrackValues } from '../core/conntrack.ts';
 import { fixedFacts } from '../core/facts.ts';
 import type { FactsWiring } from '../core/facts.ts';
 import type { KubeVersion } from '../core/model.ts';
@@ -13,9 +14,14 @@ export interface LocalFacts {
   readonly reading: SysctlReading;
 }
 
+/** The sysctls as a conntrack source, read once. */
+export function localLayer(procDir: string, reading: SysctlReading): ConntrackLayer {
+  return fixedLayer('local', `this machine's ${procDir}`, reading.values, (key) => ({ short: 'local /proc', long: `local: ${join(procDir, sysctlName(key))}` }));
+}
+
 export async function readLocalFacts(procDir: string, staticValues: ConntrackValues): Promise<LocalFacts> {
   const reading = await readConntrackSysctls(procDir);
-  return { facts: layerFacts([{ source: 'local', values: reading.values }], staticFacts(staticValues)), reading };
+  return { facts: stackLayers([localLayer(procDir, reading)], staticLayer(staticValues)).facts({}), reading };
 }
 
 export interface LocalFactsConfig {
