@@ -10,8 +10,8 @@
  * This module loads no Kubernetes client: each part imports its own when made.
  */
 import type { KubeConfig } from '@kubernetes/client-node';
-import { layerFacts, stackLayers, staticFacts, staticLayer } from '../core/conntrack.ts';
-import type { ConntrackFacts, ConntrackLayer, ConntrackValues, PartialConntrackValues } from '../core/conntrack.ts';
+import { stackLayers, staticFacts, staticLayer } from '../core/conntrack.ts';
+import type { ConntrackLayer, ConntrackValues } from '../core/conntrack.ts';
 import type { FactsSource, FactsWiring } from '../core/facts.ts';
 import type { KubeVersion } from '../core/model.ts';
 import { ServiceIndex } from '../core/services.ts';
@@ -26,11 +26,6 @@ import type { KubeProxySource } from './kube-proxy-source.ts';
 import type { NodeInformerOptions } from './node-informer.ts';
 import { nodesLayer } from './nodes-layer.ts';
 import type { ServerVersionOptions } from './server-version.ts';
-
-/** kube-proxy's values over the static ones: what a node without annotations has. */
-export function fallbackFacts(kubeProxy: PartialConntrackValues, staticValues: ConntrackFacts): ConntrackFacts {
-  return layerFacts([{ source: 'kube-proxy', values: kubeProxy }], staticValues);
-}
 
 /** Knobs for tests (shorter backoffs and timeouts); production uses the defaults. */
 export interface ClusterFactsTuning {

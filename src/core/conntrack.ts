@@ -217,8 +217,3 @@ export function ipvsRaise(facts: ConntrackFacts, ipvsUdpTimeout: number | undefi
   return out;
 }
 
-/** `facts` with the UDP wait raised by IPVS where its timeout is larger; those values record `kube-proxy`. */
-export function withIpvsUdpTimeout(facts: ConntrackFacts, ipvsUdpTimeout: number | undefined): ConntrackFacts {
-  if (ipvsUdpTimeout === undefined) return facts;
-  return layerFacts([{ source: sourceOf('ipvs'), values: ipvsRaise(facts, ipvsUdpTimeout) }], facts);
-}

@@ -1,11 +1,14 @@
 import t from 'tap';
 import { CandidateIndex, candidateNodes, maxFacts, nodeMatches, requirementMatches } from '../../src/cluster/candidate-nodes.ts';
 import type { NodeRecord } from '../../src/cluster/candidate-nodes.ts';
-import { fallbackFacts } from '../../src/cluster/facts.ts';
-import { LINUX_DEFAULTS, staticFacts } from '../../src/core/conntrack.ts';
+import { layerFacts, LINUX_DEFAULTS, staticFacts } from '../../src/core/conntrack.ts';
+import type { ConntrackFacts, PartialConntrackValues } from '../../src/core/conntrack.ts';
 import type { PodPlacement } from '../../src/core/pod.ts';
 
 const STATIC = staticFacts(LINUX_DEFAULTS);
+/** kube-proxy's values over the static ones: what a node without annotations has. */
+const fallbackFacts = (kubeProxy: PartialConntrackValues, below: ConntrackFacts): ConntrackFacts =>
+  layerFacts([{ source: 'kube-proxy', values: kubeProxy }], below);
 
 function node(name: string, labels: Record<string, string> = {}, values: NodeRecord['values'] = {}): NodeRecord {
   return { name, labels, values };

@@ -8,7 +8,7 @@
  */
 import t from 'tap';
 import { parseKubeProxyConfig } from '../../src/cluster/kube-proxy-config.ts';
-import { IPVS_KERNEL_UDP_TIMEOUT, staticFacts, LINUX_DEFAULTS, withIpvsUdpTimeout } from '../../src/core/conntrack.ts';
+import { IPVS_KERNEL_UDP_TIMEOUT, ipvsRaise, staticFacts, LINUX_DEFAULTS } from '../../src/core/conntrack.ts';
 import { selectFactsWiring } from '../../src/cluster/facts.ts';
 import { makeNode, startFakeApiServer, waitUntil } from '../support/fake-apiserver.ts';
 import { applyAnswer } from '../support/patch.ts';
@@ -34,16 +34,11 @@ t.test('the configuration: mode ipvs gives ipvsUdpTimeout; 0 or unset is the ker
   t.same(parseKubeProxyConfig(config('mode: ipvs\nipvs:\n  udpTimeout: soon\n')), { ok: false, problem: 'ipvs.udpTimeout: invalid duration "soon"' });
 });
 
-t.test('withIpvsUdpTimeout: the larger of IPVS\'s and conntrack\'s, for both UDP keys; the source kube-proxy', async (t) => {
+t.test('ipvsRaise: IPVS\'s UDP timeout raises both UDP keys where it is larger, never TCP', async (t) => {
   const base = staticFacts(LINUX_DEFAULTS);
-  t.equal(withIpvsUdpTimeout(base, undefined), base, 'not IPVS: unchanged');
-  const raised = withIpvsUdpTimeout(base, 300);
-  t.same(raised['udp-timeout'], { value: 300, source: 'kube-proxy' });
-  t.same(raised['udp-timeout-stream'], { value: 300, source: 'kube-proxy' });
-  t.same(raised['tcp-timeout-time-wait'], base['tcp-timeout-time-wait'], 'TCP untouched');
-  const short = withIpvsUdpTimeout(base, 60);
-  t.same(short['udp-timeout'], { value: 60, source: 'kube-proxy' }, '60 > 30');
-  t.same(short['udp-timeout-stream'], { value: 120, source: 'static' }, 'conntrack\'s 120 is larger: kept with its source');
+  t.same(ipvsRaise(base, undefined), {}, 'not IPVS: nothing raised');
+  t.same(ipvsRaise(base, 300), { 'udp-timeout': 300, 'udp-timeout-stream': 300 });
+  t.same(ipvsRaise(base, 60), { 'udp-timeout': 60 }, '60 > 30; conntrack\'s stream 120 is larger and stays');
 });
 
 const UDP = 'conntrack.safe-termination.io/udp-timeout';
