@@ -12,7 +12,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
 import { sysctlName } from '../core/conntrack.ts';
-import type { ClusterAccess } from '../cluster/kubeconfig.ts';
+import type { AgentAccess } from '../cluster/lean-kubeconfig.ts';
 import { ConntrackTable } from '../host/conntrack-table.ts';
 import type { ConntrackTableOptions } from '../host/conntrack-table.ts';
 import { readConntrackSysctls } from '../host/sysctl.ts';
@@ -83,7 +83,7 @@ export interface RunningAgent {
 
 type Availability = 'unknown' | 'available' | 'partial' | 'absent';
 
-export async function startAgent(config: AgentConfig, log: Logger, access: ClusterAccess, tuning: AgentTuning = {}): Promise<RunningAgent> {
+export async function startAgent(config: AgentConfig, log: Logger, access: AgentAccess, tuning: AgentTuning = {}): Promise<RunningAgent> {
   const metrics = createAgentMetrics({ ...config, reap: config.reap && access.kind !== 'none' });
   let annotator: NodeAnnotator | undefined;
   if (access.kind === 'none') {
@@ -199,7 +199,7 @@ export async function startAgent(config: AgentConfig, log: Logger, access: Clust
 function startStaleCount(
   config: AgentConfig,
   log: Logger,
-  access: ClusterAccess,
+  access: AgentAccess,
   metrics: AgentMetrics,
   tuning: AgentTuning,
 ): { monitor: StaleConntrackMonitor | undefined; reaper: Reaper | undefined; stop: () => Promise<void> } | undefined {

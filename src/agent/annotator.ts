@@ -8,18 +8,18 @@
  * be away for a while, the agent stays up and keeps serving metrics meanwhile.
  * Values the agent cannot read are left as they are, never deleted.
  */
-import { CoreV1Api } from '@kubernetes/client-node';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { CONNTRACK_KEYS } from '../core/conntrack.ts';
 import type { PartialConntrackValues } from '../core/conntrack.ts';
 import type { Logger } from '../shared/logger.ts';
-import { backoffDelay, describeApiError, MERGE_PATCH_HEADERS, requestOptions, statusOf } from '../cluster/api.ts';
+import { backoffDelay, describeApiError, statusOf } from '../cluster/api-errors.ts';
+import { ApiClient } from '../cluster/lean-api.ts';
+import type { ApiCredentials, CallOptions } from '../cluster/lean-api.ts';
 import { annotationsFor, nodeAnnotationKey, OBSERVED_AT_ANNOTATION, ownAnnotations } from '../cluster/node-annotations.ts';
 
 export type PublishResult = 'patched' | 'error';
 
 export interface NodeAnnotatorOptions {
-  readonly kubeConfig: KubeConfig;
+  readonly kubeConfig: ApiCredentials;
   readonly nodeName: string;
   readonly log: Logger;
   readonly requestTimeoutMs?: number;
@@ -40,9 +40,15 @@ export interface AnnotatorStatus {
   readonly lastError: string | undefined;
 }
 
+interface NodeMeta {
+  readonly metadata?: { readonly annotations?: Record<string, string> | null };
+}
+
+const nodePath = (name: string): string => `/api/v1/nodes/${encodeURIComponent(name)}`;
+
 export class NodeAnnotator {
   readonly #o: NodeAnnotatorOptions;
-  readonly #core: CoreV1Api;
+  readonly #api: ApiClient;
   readonly #abort = new AbortController();
   #desired: Desired | undefined;
   #onNode: Record<string, string> | undefined;
@@ -56,7 +62,7 @@ export class NodeAnnotator {
 
   constructor(o: NodeAnnotatorOptions) {
     this.#o = o;
-    this.#core = o.kubeConfig.makeApiClient(CoreV1Api);
+    this.#api = new ApiClient(o.kubeConfig);
   }
 
   status(): AnnotatorStatus {
@@ -89,8 +95,8 @@ export class NodeAnnotator {
     void this.#reconcile();
   }
 
-  #options(headers?: Record<string, string>): ReturnType<typeof requestOptions> {
-    return requestOptions({ timeoutMs: this.#o.requestTimeoutMs ?? 10_000, signal: this.#abort.signal, headers });
+  #options(): CallOptions {
+    return { timeoutMs: this.#o.requestTimeoutMs ?? 10_000, signal: this.#abort.signal };
   }
 
   async #reconcile(): Promise<void> {
@@ -101,17 +107,18 @@ export class NodeAnnotator {
         const desired = this.#desired;
         if (desired === undefined || this.#stopped) break;
         if (this.#onNode === undefined || Date.now() >= this.#verifyAt) {
-          const node = await this.#core.readNode({ name }, this.#options());
+          const node = (await this.#api.json('GET', nodePath(name), this.#options())) as NodeMeta;
           this.#onNode = ownAnnotations(node.metadata?.annotations);
           this.#verifyAt = Date.now() + (this.#o.verifyEveryMs ?? 15 * 60_000);
         }
         const changed = changedValues(desired.values, this.#onNode);
         if (changed.length > 0) {
           const annotations = annotationsFor(desired.values, desired.observedAt);
-          const node = await this.#core.patchNode(
-            { name, body: { metadata: { annotations } } },
-            this.#options(MERGE_PATCH_HEADERS),
-          );
+          const node = (await this.#api.json('PATCH', nodePath(name), {
+            ...this.#options(),
+            body: { metadata: { annotations } },
+            contentType: 'application/merge-patch+json',
+          })) as NodeMeta;
           this.#onNode = ownAnnotations(node.metadata?.annotations);
           log.info({ node: name, annotations, changed }, 'conntrack annotations published');
           this.#o.onPublish?.('patched');

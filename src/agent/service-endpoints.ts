@@ -1,6 +1,6 @@
 /**
  * The current Services and EndpointSlices of the whole cluster, for the agent's
- * stale-entry count: two informers (list, then watch; see resource-informer.ts)
+ * stale-entry count: two informers (list, then watch; see lean-informer.ts)
  * keeping only what classification reads — a Service's IPs, ports and node ports;
  * a slice's Service name, ports and endpoint addresses with their conditions and
  * node (for the per-node endpoint-change count, endpoint-changes.ts) — and
@@ -12,11 +12,12 @@
  * index the API server has not updated for minutes would call entries to every
  * pod created meanwhile stale; the agent reports nothing instead.
  */
-import { CoreV1Api, DiscoveryV1Api } from '@kubernetes/client-node';
-import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from '../shared/logger.ts';
-import { ResourceInformer } from '../cluster/resource-informer.ts';
-import type { ResourceInformerOptions, ResourceInformerStatus } from '../cluster/resource-informer.ts';
+import type { ResourceInformerStatus } from '../cluster/informer-common.ts';
+import type { ApiCredentials } from '../cluster/lean-api.ts';
+import { LeanInformer } from '../cluster/lean-informer.ts';
+import type { LeanInformerOptions, LeanObject } from '../cluster/lean-informer.ts';
 import { buildServiceIndex, SERVICE_NAME_LABEL } from '../diagnose/endpoints.ts';
 import type { IndexProblem, ServiceIndex } from '../diagnose/endpoints.ts';
 
@@ -153,7 +154,7 @@ export function trimSlice(v: unknown, onlyNode?: string): TrimmedSlice | undefin
 }
 
 export interface ServiceEndpointsOptions {
-  readonly kubeConfig: KubeConfig;
+  readonly kubeConfig: ApiCredentials;
   readonly log: Logger;
   /** Past this long failing, the data is no longer current (default 2 minutes). */
   readonly maxFailingMs?: number;
@@ -166,7 +167,7 @@ export interface ServiceEndpointsOptions {
   /** Keep only this node's endpoints (when nothing but the endpoint-change count reads the slices). */
   readonly onlyNode?: string;
   /** Informer tuning (tests). */
-  readonly informer?: Pick<ResourceInformerOptions<KubernetesObject>, 'pageSize' | 'requestTimeoutMs' | 'watchIdleTimeoutMs' | 'watchTimeoutSeconds' | 'backoff'>;
+  readonly informer?: Pick<LeanInformerOptions<LeanObject>, 'pageSize' | 'requestTimeoutMs' | 'watchIdleTimeoutMs' | 'watchTimeoutSeconds' | 'backoff'>;
 }
 
 export type EndpointsState =
@@ -186,38 +187,34 @@ export class ServiceEndpoints {
   readonly synced: Promise<void>;
   readonly #log: Logger;
   readonly #maxFailingMs: number;
-  readonly #services: ResourceInformer<TrimmedService> | undefined;
-  readonly #slices: ResourceInformer<TrimmedSlice>;
+  readonly #services: LeanInformer<TrimmedService> | undefined;
+  readonly #slices: LeanInformer<TrimmedSlice>;
   #version = 0;
   #built: { version: number; index: ServiceIndex } | undefined;
 
   constructor(o: ServiceEndpointsOptions) {
     this.#log = o.log;
     this.#maxFailingMs = o.maxFailingMs ?? 120_000;
-    const core = o.kubeConfig.makeApiClient(CoreV1Api);
-    const discovery = o.kubeConfig.makeApiClient(DiscoveryV1Api);
     const changes = o.endpointChanges;
     const onChange = (): void => {
       this.#version++;
     };
-    this.#services = o.services === false ? undefined : new ResourceInformer<TrimmedService>({
+    this.#services = o.services === false ? undefined : new LeanInformer<TrimmedService>({
       ...o.informer,
       kubeConfig: o.kubeConfig,
       log: o.log,
       resource: 'services',
       path: SERVICES_PATH,
-      listPage: (params, options) => core.listServiceForAllNamespaces(params, options),
       trim: trimService,
       onChange,
       forbiddenHint: FORBIDDEN_HINT,
     });
-    this.#slices = new ResourceInformer<TrimmedSlice>({
+    this.#slices = new LeanInformer<TrimmedSlice>({
       ...o.informer,
       kubeConfig: o.kubeConfig,
       log: o.log,
       resource: 'endpointslices',
       path: ENDPOINTSLICES_PATH,
-      listPage: (params, options) => discovery.listEndpointSliceForAllNamespaces(params, options),
       trim: (v) => trimSlice(v, o.onlyNode),
       onChange,
       ...(changes === undefined && o.onSlice === undefined

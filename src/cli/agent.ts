@@ -37,9 +37,9 @@ export async function runAgent(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const config = parseAgentConfig(argv, process.env);
-  // Loaded here, not at the top: other commands do not pay for the Kubernetes client.
-  const [{ startAgent }, { resolveClusterAccess }] = await Promise.all([import('../agent/agent.ts'), import('../cluster/kubeconfig.ts')]);
-  const access = resolveClusterAccess({ kubeconfig: config.kubeconfig, env: process.env });
+  // Loaded here, not at the top: other commands do not pay for the agent's modules.
+  const [{ startAgent }, { resolveAgentAccess }] = await Promise.all([import('../agent/agent.ts'), import('../cluster/lean-kubeconfig.ts')]);
+  const access = await resolveAgentAccess({ kubeconfig: config.kubeconfig, env: process.env });
   if (access.kind !== 'none' && config.nodeName === undefined) {
     throw new UsageError(ErrorCode.invalidFlag, '--node-name (or NODE_NAME) is required to publish the Node annotations');
   }

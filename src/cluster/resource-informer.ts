@@ -24,28 +24,11 @@ import { KubeConfig, ListWatch, V1ListMeta, Watch } from '@kubernetes/client-nod
 import type { ConfigurationOptions, KubernetesListObject, KubernetesObject, RequestContext } from '@kubernetes/client-node';
 import type { Logger } from '../shared/logger.ts';
 import { backoffDelay, describeApiError, requestOptions, statusOf } from './api.ts';
+import { defaultLogLines } from './informer-common.ts';
+import type { InformerLogLines, ListPage, ResourceInformerStatus } from './informer-common.ts';
 
-export interface ListPage {
-  /** null from a real API server for an empty PartialObjectMetadataList (Go's nil slice). */
-  readonly items: readonly unknown[] | null;
-  readonly metadata?: { readonly resourceVersion?: string; readonly _continue?: string } | undefined;
-}
+export type { InformerLogLines, ListPage, ResourceInformerStatus } from './informer-common.ts';
 
-/** What the informer says in its logs; the defaults name the resource in a `resource` field. */
-export interface InformerLogLines {
-  /** Fields on every line. */
-  readonly fields: Readonly<Record<string, string>>;
-  /** The field that carries the object count on the synced and relisted lines. */
-  readonly countField: string;
-  readonly synced: string;
-  readonly relisted: string;
-  readonly recovered: string;
-  /** The first failure's line is `${interrupted}; ${forbiddenHint}; ${meanwhile}` (the hint on HTTP 403 only). */
-  readonly interrupted: string;
-  readonly meanwhile: string;
-  readonly stillFailing: string;
-  readonly continueExpired: string;
-}
 
 export interface ResourceInformerOptions<T extends KubernetesObject> {
   readonly kubeConfig: KubeConfig;
@@ -80,30 +63,6 @@ export interface ResourceInformerOptions<T extends KubernetesObject> {
   readonly watchTimeoutSeconds?: () => number;
   /** Restart delays after errors. */
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
-}
-
-export interface ResourceInformerStatus {
-  readonly synced: boolean;
-  readonly objects: number;
-  /** Consecutive failures since the last successful list, watch start or event. */
-  readonly failures: number;
-  readonly lastError: string | undefined;
-  /** When the current run of failures began (ms since the epoch); undefined when healthy. */
-  readonly failingSince: number | undefined;
-}
-
-function defaultLogLines(resource: string): InformerLogLines {
-  return {
-    fields: { resource },
-    countField: 'objects',
-    synced: 'informer synced',
-    relisted: 'relisted',
-    recovered: 'informer recovered',
-    interrupted: 'informer interrupted',
-    meanwhile: 'retrying with backoff',
-    stillFailing: 'informer still failing',
-    continueExpired: 'list continue token expired; listing again without chunks',
-  };
 }
 
 /** KubeConfig for the watch: same cluster and credentials, plus an Accept header. */

@@ -120,7 +120,7 @@ t.test('agent.staleConntrack: read-only Services/EndpointSlices and group 0 for 
   t.same(agentPod(on).containers[0].securityContext.capabilities, { drop: ['ALL'] }, 'still no capability');
   t.equal(agentPod(on).securityContext.runAsUser, 65532);
   const nodeOptions = (objects: K8sObject[]) => agentPod(objects).containers[0].env.find((e: { name: string }) => e.name === 'NODE_OPTIONS')?.value;
-  t.equal(nodeOptions(on), '--max-semi-space-size=4', 'on: a small young generation for the table scans');
+  t.equal(nodeOptions(on), '--max-semi-space-size=1', 'on: a small young generation for the table scans');
   t.equal(nodeOptions(off), undefined, 'off: the runtime\'s defaults');
   const merged = await render({ set: ['agent.staleConntrack.enabled=true', 'agent.reap.enabled=false', 'agent.podSecurityContext.supplementalGroups={1000,0}'] });
   t.same(agentPod(merged).securityContext.supplementalGroups, [1000, 0], 'merged with the user\'s groups, no duplicate');
@@ -176,5 +176,5 @@ t.test('agent.reap: EndpointSlices read-only, and root with NET_ADMIN only, for 
   t.same(container(extra).securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] }, 'no duplicate when the values already add it');
   t.same(restrictedProblems(podSpecOf(one(on, 'Deployment'))), [], 'the webhook pod is untouched');
   const nodeOptions = (objects: K8sObject[]) => container(objects).env.find((e: { name: string }) => e.name === 'NODE_OPTIONS')?.value;
-  t.equal(nodeOptions(on), '--max-semi-space-size=4', 'on: a small young generation for the sweeps, as for the stale count');
+  t.equal(nodeOptions(on), '--max-semi-space-size=1', 'on: a small young generation for the sweeps, as for the stale count');
 });

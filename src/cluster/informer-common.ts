@@ -1,0 +1,48 @@
+/** What the informers (resource-informer.ts on client-node, lean-informer.ts for the agent) share: page shape, status, log lines. */
+
+export interface ListPage {
+  /** null from a real API server for an empty PartialObjectMetadataList (Go's nil slice). */
+  readonly items: readonly unknown[] | null;
+  readonly metadata?: { readonly resourceVersion?: string; readonly _continue?: string } | undefined;
+}
+
+/** What the informer says in its logs; the defaults name the resource in a `resource` field. */
+export interface InformerLogLines {
+  /** Fields on every line. */
+  readonly fields: Readonly<Record<string, string>>;
+  /** The field that carries the object count on the synced and relisted lines. */
+  readonly countField: string;
+  readonly synced: string;
+  readonly relisted: string;
+  readonly recovered: string;
+  /** The first failure's line is `${interrupted}; ${forbiddenHint}; ${meanwhile}` (the hint on HTTP 403 only). */
+  readonly interrupted: string;
+  readonly meanwhile: string;
+  readonly stillFailing: string;
+  readonly continueExpired: string;
+}
+
+export interface ResourceInformerStatus {
+  readonly synced: boolean;
+  readonly objects: number;
+  /** Consecutive failures since the last successful list, watch start or event. */
+  readonly failures: number;
+  readonly lastError: string | undefined;
+  /** When the current run of failures began (ms since the epoch); undefined when healthy. */
+  readonly failingSince: number | undefined;
+}
+
+export function defaultLogLines(resource: string): InformerLogLines {
+  return {
+    fields: { resource },
+    countField: 'objects',
+    synced: 'informer synced',
+    relisted: 'relisted',
+    recovered: 'informer recovered',
+    interrupted: 'informer interrupted',
+    meanwhile: 'retrying with backoff',
+    stillFailing: 'informer still failing',
+    continueExpired: 'list continue token expired; listing again without chunks',
+  };
+}
+
