@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { formatDefault } from './help.ts';
-import { CLUSTER_FLAGS, CONNTRACK_FLAGS, flag, flagEnvName, MODEL_FLAGS, modelDefaultsFrom, parseConfigMapRef, parseFlags, staticConntrackFrom } from './config.ts';
+import { CLUSTER_FLAGS, CONNTRACK_FLAGS, flag, flagEnvName, MODEL_FLAGS, modelDefaultsFrom, parseConfigMapRef, parseFlags, staticConntrackFrom, staticFlagName } from './config.ts';
 import type { FlagSpec, FlagValues, ParsedFlags } from './config.ts';
 import { CONNTRACK_KEYS, sysctlName } from '../core/conntrack.ts';
 import type { ConntrackKey, PartialConntrackValues } from '../core/conntrack.ts';
@@ -130,14 +130,6 @@ export function parseCommandFlags<S extends Specs>(specs: S, argv: readonly stri
 
 type CommonFlagValues = FlagValues<typeof INPUT_FLAGS & typeof ENV_FLAGS>;
 
-const STATIC_FLAG_OF: Readonly<Record<ConntrackKey, keyof typeof CONNTRACK_FLAGS>> = {
-  'udp-timeout': 'staticUdpTimeout',
-  'udp-timeout-stream': 'staticUdpTimeoutStream',
-  'tcp-timeout-time-wait': 'staticTcpTimeoutTimeWait',
-  'tcp-timeout-close-wait': 'staticTcpTimeoutCloseWait',
-  'tcp-timeout-established': 'staticTcpTimeoutEstablished',
-};
-
 export interface Prepared {
   readonly config: DoorConfig;
   readonly sources: readonly ManifestSource[];
@@ -185,8 +177,7 @@ export async function prepare(
   }
   const staticFlags: Partial<Record<ConntrackKey, string>> = {};
   for (const key of CONNTRACK_KEYS) {
-    const name = STATIC_FLAG_OF[key];
-    if (parsed.given.has(name)) staticFlags[key] = `--static-${key}`;
+    if (parsed.given.has(staticFlagName(key))) staticFlags[key] = `--static-${key}`;
   }
   const defaults = modelDefaultsFrom(v);
   let facts: ManifestFacts;
