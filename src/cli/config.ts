@@ -14,7 +14,7 @@ import type { ConfigMapRef } from '../cluster/kube-proxy-config.ts';
 import type { AgentConfig } from '../agent/agent.ts';
 import type { ServeConfig } from '../server/serve.ts';
 import { LOG_LEVELS } from '../shared/logger.ts';
-import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { UsageError } from '../shared/errors.ts';
 
 export const ENV_PREFIX = 'SAFE_TERMINATION_';
 
@@ -176,7 +176,7 @@ export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], e
     const flagName = arg.slice(2, eq === -1 ? undefined : eq);
     const name = byFlag.get(flagName);
     if (name === undefined) {
-      throw new UsageError(ErrorCode.unknownFlag, `unknown flag --${flagName}${suggest(flagName, [...byFlag.keys()])}`);
+      throw new UsageError('UNKNOWN_FLAG', { flag: `--${flagName}`, suggestion: suggest(flagName, [...byFlag.keys()]) });
     }
     const spec = specs[name] as FlagSpec<unknown>;
     let text: string;
@@ -184,7 +184,7 @@ export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], e
     else if (spec.boolean && (argv[i + 1] === undefined || !['true', 'false'].includes(argv[i + 1] as string))) text = 'true';
     else {
       const next = argv[i + 1];
-      if (next === undefined) throw new UsageError(ErrorCode.invalidFlag, `--${flagName} needs a value: ${spec.accepted}`);
+      if (next === undefined) throw new UsageError('FLAG_NEEDS_VALUE', { flag: `--${flagName}`, accepted: spec.accepted });
       text = next;
       i++;
     }
@@ -205,7 +205,7 @@ export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], e
     }
     const value = spec.parse(source.text);
     if (value === undefined) {
-      throw new UsageError(ErrorCode.invalidFlag, `${source.origin}: invalid value ${JSON.stringify(source.text)}; expected ${spec.accepted}`);
+      throw new UsageError('INVALID_FLAG', { origin: source.origin, value: source.text, accepted: spec.accepted });
     }
     values[name] = value;
     given.add(name);
@@ -214,7 +214,7 @@ export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], e
 }
 
 /** The known flag nearest by edit distance, when it is near enough to be a typo. */
-function suggest(name: string, known: readonly string[]): string {
+function suggest(name: string, known: readonly string[]): string | undefined {
   let close: string | undefined;
   let best = Math.max(2, Math.floor(name.length / 3)) + 1;
   for (const k of known) {
@@ -224,7 +224,7 @@ function suggest(name: string, known: readonly string[]): string {
       close = k;
     }
   }
-  return close ? `; did you mean --${close}?` : '';
+  return close === undefined ? undefined : `--${close}`;
 }
 
 export function modelDefaultsFrom(v: FlagValues<typeof MODEL_FLAGS>): ModelDefaults {
@@ -295,12 +295,12 @@ const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 
 export function parseAgentConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): AgentConfig {
   const { values: v, positionals } = parseFlags(AGENT_FLAGS, argv, env);
-  if (positionals.length > 0) throw new UsageError(ErrorCode.invalidFlag, `agent takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  if (positionals.length > 0) throw new UsageError('UNEXPECTED_ARGUMENT', { command: 'agent', argument: positionals[0]! });
   const fromEnv = env['NODE_NAME'] === '' ? undefined : env['NODE_NAME'];
   const nodeName = v.nodeName ?? fromEnv;
   if (nodeName !== undefined && !NODE_NAME.test(nodeName)) {
     const origin = v.nodeName !== undefined ? '--node-name' : 'NODE_NAME';
-    throw new UsageError(ErrorCode.invalidFlag, `${origin}: invalid value ${JSON.stringify(nodeName)}; expected a node name (lower-case DNS subdomain)`);
+    throw new UsageError('INVALID_FLAG', { origin, value: nodeName, accepted: 'a node name (lower-case DNS subdomain)' });
   }
   return Object.freeze({
     nodeName,
@@ -322,15 +322,12 @@ export function parseAgentConfig(argv: readonly string[], env: Readonly<Record<s
 
 export function parseServeConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServeConfig {
   const { values: v, positionals } = parseFlags(SERVE_FLAGS, argv, env);
-  if (positionals.length > 0) throw new UsageError(ErrorCode.invalidFlag, `serve takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  if (positionals.length > 0) throw new UsageError('UNEXPECTED_ARGUMENT', { command: 'serve', argument: positionals[0]! });
   if (v.tlsCertFile === undefined || v.tlsPrivateKeyFile === undefined) {
     const missing = v.tlsCertFile === undefined ? 'tls-cert-file' : 'tls-private-key-file';
-    throw new UsageError(
-      ErrorCode.invalidFlag,
-      `--${missing} is required (or ${flagEnvName(missing)}): the webhook serves only TLS`,
-    );
+    throw new UsageError('MISSING_FLAG', { flag: `--${missing}`, why: ` (or ${flagEnvName(missing)}): the webhook serves only TLS` });
   }
-  if (v.port !== 0 && v.port === v.metricsPort) throw new UsageError(ErrorCode.invalidFlag, `--port and --metrics-port are both ${v.port}; they must differ`);
+  if (v.port !== 0 && v.port === v.metricsPort) throw new UsageError('SAME_PORT', v.port);
   return Object.freeze({
     port: v.port,
     bindAddress: v.bindAddress,

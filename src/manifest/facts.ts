@@ -22,6 +22,8 @@ import type { KubeVersion, ModelDefaults } from '../core/model.ts';
 import type { PodPlacement } from '../core/pod.ts';
 import { readConntrackSysctls } from '../host/sysctl.ts';
 import { createLogger } from '../shared/logger.ts';
+import { CodedError } from '../shared/errors.ts';
+import type { ErrorParams } from '../shared/errors.ts';
 import type { NodeDump } from './nodes.ts';
 
 export interface Origin {
@@ -71,9 +73,9 @@ export interface FactsOptions {
 }
 
 /** The cluster could not be read: an input problem (exit 1), not a usage error. */
-export class ClusterReadError extends Error {
-  constructor(message: string) {
-    super(message);
+export class ClusterReadError extends CodedError<'CLUSTER_UNREADABLE'> {
+  constructor(params: ErrorParams<'CLUSTER_UNREADABLE'>) {
+    super('CLUSTER_UNREADABLE', params);
     this.name = 'ClusterReadError';
   }
 }
@@ -190,9 +192,7 @@ async function readCluster(
     await wiring.ready;
     const status = wiring.informer.status();
     if (!status.synced) {
-      throw new ClusterReadError(
-        `could not list the nodes of ${c.access.server} within ${c.syncTimeoutSeconds}s (--informer-sync-timeout)${status.lastError === undefined ? '' : `: ${status.lastError}`}`,
-      );
+      throw new ClusterReadError({ server: c.access.server, seconds: c.syncTimeoutSeconds, lastError: status.lastError });
     }
     return { index: wiring.index, version: wiring.facts.kubeVersion(), ipvsUdpTimeout: wiring.ipvsUdpTimeout() };
   } finally {
