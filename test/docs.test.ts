@@ -7,12 +7,23 @@ import { render } from '../scripts/docs.ts';
 import { Annotation } from '../src/core/names.ts';
 import { CONNTRACK_KEYS } from '../src/core/conntrack.ts';
 import { SKIP_REASONS } from '../src/core/plan.ts';
+import { ERRORS } from '../src/shared/errors.ts';
 import { startTestWebhook } from './support/webhook.ts';
 
 const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
 
 t.test('flag tables are generated from the flag definitions (npm run docs)', async (t) => {
-  t.equal(render(readme), readme, 'README flag tables are stale: run `npm run docs`');
+  t.equal(render(readme), readme, 'README generated tables are stale: run `npm run docs`');
+});
+
+t.test('the README lists every error code with its statuses, and no other', async (t) => {
+  const list = /<!-- error-codes:start -->([\s\S]*?)<!-- error-codes:end -->/.exec(readme)?.[1] ?? '';
+  const rows = [...list.matchAll(/^\| `([A-Z_]+)` \| (\d*) \| (\d*) \|/gm)].map((m) => [m[1], m[2], m[3]]);
+  t.same(
+    rows,
+    Object.entries(ERRORS).map(([code, spec]) => [code, 'status' in spec ? String(spec.status) : '', 'exit' in spec ? String(spec.exit) : '']),
+  );
+  for (const [code, spec] of Object.entries(ERRORS)) t.ok('status' in spec || 'exit' in spec, `${code} is an HTTP or a command error`);
 });
 
 t.test('every annotation, conntrack key and skip reason is documented', async (t) => {

@@ -96,5 +96,5 @@ t.test('the checks see the imports they judge', async (t) => {
   // A reader that found no imports would pass every test above.
   t.ok(imports.get('cli/main.ts')!.local.length > 3);
   t.ok(imports.get('core/record.ts')!.local.includes('shared/version.ts'));
-  t.ok(imports.get('core/annotations.ts')!.packages.includes('zod'));
+  t.ok(imports.get('core/settings.ts')!.packages.includes('zod'));
 });

@@ -1,6 +1,6 @@
 /** `safe-termination agent`: parse flags, start the node agent, stop on SIGTERM/SIGINT. */
 import { AGENT_FLAGS, parseAgentConfig } from './config.ts';
-import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { UsageError } from '../shared/errors.ts';
 import { createLogger } from '../shared/logger.ts';
 import { runUntilSignal } from './signals.ts';
 import { flagHelp, wantsHelp } from './help.ts';
@@ -41,7 +41,7 @@ export async function runAgent(argv: readonly string[]): Promise<number> {
   const [{ startAgent }, { resolveAgentAccess }] = await Promise.all([import('../agent/agent.ts'), import('../cluster/lean-kubeconfig.ts')]);
   const access = await resolveAgentAccess({ kubeconfig: config.kubeconfig, env: process.env });
   if (access.kind !== 'none' && config.nodeName === undefined) {
-    throw new UsageError(ErrorCode.invalidFlag, '--node-name (or NODE_NAME) is required to publish the Node annotations');
+    throw new UsageError('MISSING_FLAG', { flag: '--node-name (or NODE_NAME)', why: ' to publish the Node annotations' });
   }
   const log = createLogger(config.logLevel);
   const agent = await startAgent(config, log, access);

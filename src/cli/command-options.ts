@@ -4,12 +4,12 @@
  */
 import { readFile } from 'node:fs/promises';
 import { formatDefault } from './help.ts';
-import { CLUSTER_FLAGS, CONNTRACK_FLAGS, flag, flagEnvName, MODEL_FLAGS, modelDefaultsFrom, parseConfigMapRef, parseFlags, staticConntrackFrom } from './config.ts';
+import { CLUSTER_FLAGS, CONNTRACK_FLAGS, flag, flagEnvName, MODEL_FLAGS, modelDefaultsFrom, parseConfigMapRef, parseFlags, staticConntrackFrom, staticFlagName } from './config.ts';
 import type { FlagSpec, FlagValues, ParsedFlags } from './config.ts';
 import { CONNTRACK_KEYS, sysctlName } from '../core/conntrack.ts';
 import type { ConntrackKey, PartialConntrackValues } from '../core/conntrack.ts';
 import { parseDuration } from '../core/duration.ts';
-import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { UsageError } from '../shared/errors.ts';
 import type { DoorConfig } from '../manifest/process.ts';
 import { ClusterReadError, resolveFacts } from '../manifest/facts.ts';
 import type { ClusterInput, ManifestFacts } from '../manifest/facts.ts';
@@ -108,35 +108,27 @@ export function parseCommandFlags<S extends Specs>(specs: S, argv: readonly stri
     }
     if (arg === '-f' || arg === '--filename') {
       const next = argv[i + 1];
-      if (next === undefined) throw new UsageError(ErrorCode.invalidFlag, `${arg} needs a value: a file, a directory, or - for stdin`);
+      if (next === undefined) throw new UsageError('FLAG_NEEDS_VALUE', { flag: arg, accepted: 'a file, a directory, or - for stdin' });
       filenames.push(next);
       i++;
     } else if (arg.startsWith('--filename=') || arg.startsWith('-f=')) filenames.push(arg.slice(arg.indexOf('=') + 1));
     else if (arg === '--kube-version' || arg.startsWith('--kube-version=')) rest.push(arg.replace('--kube-version', '--kubernetes-version'));
     else if (SHORT[arg] !== undefined) rest.push(SHORT[arg]);
-    else if (/^-[A-Za-z]/.test(arg)) throw new UsageError(ErrorCode.unknownFlag, `unknown flag ${arg}`);
+    else if (/^-[A-Za-z]/.test(arg)) throw new UsageError('UNKNOWN_FLAG', { flag: arg });
     else rest.push(arg);
   }
   const envNames = new Set(Object.keys(ENV_FLAGS).map(flagEnvName));
   const env2 = Object.fromEntries(Object.entries(env).filter(([k]) => envNames.has(k)));
   const parsed = parseFlags(specs, rest, env2);
   if (parsed.positionals.length > 0) {
-    throw new UsageError(ErrorCode.invalidFlag, `unexpected argument ${JSON.stringify(parsed.positionals[0])}; give manifests with -f FILE, -f DIR or -f -`);
+    throw new UsageError('MANIFEST_ARGUMENT', parsed.positionals[0]!);
   }
-  if (filenames.length === 0) throw new UsageError(ErrorCode.invalidFlag, '-f is required: a file, a directory, or - for stdin (repeatable)');
-  if (filenames.filter((f) => f === STDIN).length > 1) throw new UsageError(ErrorCode.invalidFlag, '-f - (stdin) can be given only once');
+  if (filenames.length === 0) throw new UsageError('MISSING_FLAG', { flag: '-f', why: ': a file, a directory, or - for stdin (repeatable)' });
+  if (filenames.filter((f) => f === STDIN).length > 1) throw new UsageError('STDIN_TWICE', undefined);
   return { ...parsed, filenames };
 }
 
 type CommonFlagValues = FlagValues<typeof INPUT_FLAGS & typeof ENV_FLAGS>;
-
-const STATIC_FLAG_OF: Readonly<Record<ConntrackKey, keyof typeof CONNTRACK_FLAGS>> = {
-  'udp-timeout': 'staticUdpTimeout',
-  'udp-timeout-stream': 'staticUdpTimeoutStream',
-  'tcp-timeout-time-wait': 'staticTcpTimeoutTimeWait',
-  'tcp-timeout-close-wait': 'staticTcpTimeoutCloseWait',
-  'tcp-timeout-established': 'staticTcpTimeoutEstablished',
-};
 
 export interface Prepared {
   readonly config: DoorConfig;
@@ -152,7 +144,7 @@ export async function prepare(
 ): Promise<Prepared> {
   const v = parsed.values;
   if (v.kubeconfig !== undefined && v.fromNodeAnnotations !== undefined) {
-    throw new UsageError(ErrorCode.invalidFlag, '--kubeconfig and --from-node-annotations exclude each other: the facts come from the live cluster or from a dump');
+    throw new UsageError('CONFLICTING_FLAGS', { flags: ['--kubeconfig', '--from-node-annotations'], why: 'the facts come from the live cluster or from a dump' });
   }
   const problems: InputProblem[] = [];
   let cluster: ClusterInput | undefined;
@@ -174,7 +166,7 @@ export async function prepare(
     // Loaded only when asked for: the Kubernetes client is the heaviest import of the CLI.
     const { resolveClusterAccess } = await import('../cluster/kubeconfig.ts');
     const access = resolveClusterAccess({ kubeconfig: v.kubeconfig, env: io.env });
-    if (access.kind === 'none') throw new UsageError(ErrorCode.invalidFlag, '--kubeconfig: no cluster');
+    if (access.kind === 'none') throw new UsageError('KUBECONFIG_NO_CLUSTER', undefined);
     cluster = {
       kind: 'api',
       access,
@@ -185,8 +177,7 @@ export async function prepare(
   }
   const staticFlags: Partial<Record<ConntrackKey, string>> = {};
   for (const key of CONNTRACK_KEYS) {
-    const name = STATIC_FLAG_OF[key];
-    if (parsed.given.has(name)) staticFlags[key] = `--static-${key}`;
+    if (parsed.given.has(staticFlagName(key))) staticFlags[key] = `--static-${key}`;
   }
   const defaults = modelDefaultsFrom(v);
   let facts: ManifestFacts;
@@ -233,7 +224,7 @@ const unusable: ManifestFacts = {
 };
 
 export function checkQuietVerbose(v: { quiet: boolean; verbose: boolean }): void {
-  if (v.quiet && v.verbose) throw new UsageError(ErrorCode.invalidFlag, '--quiet and --verbose exclude each other');
+  if (v.quiet && v.verbose) throw new UsageError('CONFLICTING_FLAGS', { flags: ['--quiet', '--verbose'] });
 }
 
 /** Help lines for flags that have no environment variable. */

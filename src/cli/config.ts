@@ -5,17 +5,16 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { DURATION_FORM, formatDuration, parseDuration } from '../core/duration.ts';
-import { LINUX_DEFAULTS } from '../core/conntrack.ts';
+import { CONNTRACK_KEYS, LINUX_DEFAULTS, sysctlName } from '../core/conntrack.ts';
 import type { ConntrackKey, ConntrackValues } from '../core/conntrack.ts';
-import { EXISTING_PRESTOP, PRESTOP_MODES, editDistance } from '../core/annotations.ts';
-import { INVALID_ANNOTATION_POLICIES, MODEL_DEFAULTS, TCP_SIZINGS, parseKubeVersion } from '../core/model.ts';
-import type { KubeVersion, ModelDefaults } from '../core/model.ts';
+import { editDistance } from '../core/annotations.ts';
+import { flaggedSettings, modelDefaultsOf, valueType } from '../core/settings.ts';
+import type { FlaggedSetting, FlagValue, ModelDefaults, ValueType } from '../core/settings.ts';
 import type { ConfigMapRef } from '../cluster/kube-proxy-config.ts';
 import type { AgentConfig } from '../agent/agent.ts';
 import type { ServeConfig } from '../server/serve.ts';
 import { LOG_LEVELS } from '../shared/logger.ts';
-import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { UsageError } from '../shared/errors.ts';
 
 export const ENV_PREFIX = 'SAFE_TERMINATION_';
 
@@ -29,6 +28,8 @@ export interface FlagSpec<T> {
   readonly boolean?: boolean;
   /** How the default is shown in help and docs. */
   show?(value: T): string;
+  /** The chart value that sets this flag: a dotted path in values.yaml. */
+  readonly chart?: string;
 }
 
 type Specs = Readonly<Record<string, FlagSpec<unknown>>>;
@@ -57,29 +58,10 @@ export const flag = {
     default: dflt,
     parse: fromZod(intText(min, max)),
   }),
-  seconds: <D extends number | undefined>(description: string, dflt: D, min = 0): FlagSpec<number | D> => ({
-    description,
-    accepted: min > 0 ? `at least ${min}s, as ${DURATION_FORM}` : DURATION_FORM,
-    default: dflt,
-    show: (v) => (v === undefined ? 'unset' : formatDuration(v)),
-    parse: (t) => {
-      const s = parseDuration(t);
-      return s !== undefined && s >= min ? s : undefined;
-    },
-  }),
-  choice: <const C extends readonly string[]>(description: string, choices: C, dflt: C[number]): FlagSpec<C[number]> => ({
-    description,
-    accepted: `one of ${choices.join(', ')}`,
-    default: dflt,
-    parse: (t) => (choices.includes(t) ? t : undefined),
-  }),
-  bool: (description: string, dflt: boolean): FlagSpec<boolean> => ({
-    description,
-    accepted: 'true or false',
-    default: dflt,
-    boolean: true,
-    parse: (t) => (t === 'true' ? true : t === 'false' ? false : undefined),
-  }),
+  seconds: <D extends number | undefined>(description: string, dflt: D, min = 0): FlagSpec<number | D> => fromType(valueType.duration(min), description, dflt),
+  choice: <const C extends readonly string[]>(description: string, choices: C, dflt: C[number]): FlagSpec<C[number]> =>
+    fromType(valueType.choice(choices), description, dflt),
+  bool: (description: string, dflt: boolean): FlagSpec<boolean> => fromType(valueType.bool, description, dflt),
   path: <D extends string | undefined>(description: string, dflt: D): FlagSpec<string | D> => flag.text(description, dflt, 'a file path'),
   text: <D extends string | undefined>(description: string, dflt: D, accepted: string): FlagSpec<string | D> => ({
     description,
@@ -93,38 +75,50 @@ export const flag = {
     default: dflt,
     parse: (t) => (isIP(t) !== 0 ? t : undefined),
   }),
-  kubeVersion: (description: string): FlagSpec<KubeVersion | undefined> => ({
-    description,
-    accepted: 'a Kubernetes version such as 1.29 or v1.31.2',
-    default: undefined,
-    show: (v) => (v === undefined ? 'unset' : `${v.major}.${v.minor}`),
-    parse: (t) => parseKubeVersion(t),
-  }),
 };
 
-/** The defaults of the sizing model (spec §4). */
-export const MODEL_FLAGS = {
-  propagationDelay: flag.seconds('endpoint-propagation budget added to every computed sleep', MODEL_DEFAULTS.propagationDelaySeconds),
-  shutdownBudget: flag.seconds('default time apps need after SIGTERM; set: grace = max(original, sleep + budget); unset: grace = original + sleep', undefined),
-  maxSleep: flag.seconds('cap on the computed sleep', MODEL_DEFAULTS.maxSleepSeconds),
-  tcpSizing: flag.choice('which TCP conntrack timeout sizes the sleep of TCP pods', TCP_SIZINGS, MODEL_DEFAULTS.tcpSizing),
-  udpStreams: flag.bool('size UDP pods by udp-timeout-stream instead of udp-timeout', MODEL_DEFAULTS.udpStreams),
-  prestopMode: flag.choice('preStop action: auto (native sleep from Kubernetes 1.30, else exec), sleep or exec', PRESTOP_MODES, MODEL_DEFAULTS.prestopMode),
-  existingPrestop: flag.choice('what to do with a container that already has a preStop hook', EXISTING_PRESTOP, MODEL_DEFAULTS.existingPrestop),
-  invalidAnnotations: flag.choice('deny pods with invalid annotations, or ignore them with a warning', INVALID_ANNOTATION_POLICIES, MODEL_DEFAULTS.invalidAnnotations),
-  injectJobPods: flag.bool('also inject pods owned by Jobs', MODEL_DEFAULTS.injectJobPods),
-  kubernetesVersion: flag.kubeVersion('assume this Kubernetes version for prestop-mode auto instead of asking the API server'),
-} as const;
+/** A flag reading values of a setting's type; a default of undefined shows as "unset". */
+function fromType<T, D extends T | undefined>(type: ValueType<T>, description: string, dflt: D, chart?: string): FlagSpec<T | D> {
+  const show = type.show?.bind(type);
+  return {
+    description,
+    accepted: type.accepted,
+    default: dflt,
+    parse: (text) => type.parse(text),
+    ...(type.boolean ? { boolean: true } : {}),
+    ...(show === undefined ? {} : { show: (v: T | D) => (v === undefined ? 'unset' : show(v)) }),
+    ...(chart === undefined ? {} : { chart }),
+  };
+}
 
-/** Static conntrack fallback values, the last source of spec §5. */
-export const CONNTRACK_FLAGS = {
-  staticUdpTimeout: flag.int('static fallback for nf_conntrack_udp_timeout (seconds)', LINUX_DEFAULTS['udp-timeout']),
-  staticUdpTimeoutStream: flag.int('static fallback for nf_conntrack_udp_timeout_stream (seconds)', LINUX_DEFAULTS['udp-timeout-stream']),
-  staticTcpTimeoutTimeWait: flag.int('static fallback for nf_conntrack_tcp_timeout_time_wait (seconds)', LINUX_DEFAULTS['tcp-timeout-time-wait']),
-  staticTcpTimeoutCloseWait: flag.int('static fallback for nf_conntrack_tcp_timeout_close_wait (seconds)', LINUX_DEFAULTS['tcp-timeout-close-wait']),
-  staticTcpTimeoutEstablished: flag.int('static fallback for nf_conntrack_tcp_timeout_established (seconds)', LINUX_DEFAULTS['tcp-timeout-established']),
+/** The flags of the sizing model, one per flagged entry of the settings table. */
+export const MODEL_FLAGS = Object.freeze(
+  Object.fromEntries(flaggedSettings().map(([name, s]) => [name, fromType(s.type, s.flag.description, s.flag.default, s.flag.chart)])),
+) as { readonly [K in FlaggedSetting]: FlagSpec<FlagValue<K>> };
+
+type Camel<S extends string> = S extends `${infer H}-${infer R}` ? `${H}${Capitalize<Camel<R>>}` : S;
+/** The flag of a static conntrack value: udp-timeout → staticUdpTimeout (--static-udp-timeout). */
+export type StaticFlagName<K extends ConntrackKey> = `static${Capitalize<Camel<K>>}`;
+
+function camel(key: string): string {
+  return key.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+}
+
+export function staticFlagName<K extends ConntrackKey>(key: K): StaticFlagName<K> {
+  const c = camel(key);
+  return `static${c.charAt(0).toUpperCase()}${c.slice(1)}` as StaticFlagName<K>;
+}
+
+/** Static conntrack fallback values, the last source of the facts; one flag and chart value per key. */
+export const CONNTRACK_FLAGS = Object.freeze({
+  ...(Object.fromEntries(
+    CONNTRACK_KEYS.map((key) => [
+      staticFlagName(key),
+      { ...flag.int(`static fallback for ${sysctlName(key)} (seconds)`, LINUX_DEFAULTS[key]), chart: `conntrack.static.${camel(key)}` },
+    ]),
+  ) as { readonly [K in ConntrackKey as StaticFlagName<K>]: FlagSpec<number> }),
   conntrackProcDir: flag.path('where this machine\'s nf_conntrack_* sysctls are read outside a cluster', '/proc/sys/net/netfilter'),
-} as const;
+});
 
 export const SERVER_FLAGS = {
   port: flag.port('HTTPS port of the admission webhook', 8443),
@@ -182,7 +176,7 @@ export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], e
     const flagName = arg.slice(2, eq === -1 ? undefined : eq);
     const name = byFlag.get(flagName);
     if (name === undefined) {
-      throw new UsageError(ErrorCode.unknownFlag, `unknown flag --${flagName}${suggest(flagName, [...byFlag.keys()])}`);
+      throw new UsageError('UNKNOWN_FLAG', { flag: `--${flagName}`, suggestion: suggest(flagName, [...byFlag.keys()]) });
     }
     const spec = specs[name] as FlagSpec<unknown>;
     let text: string;
@@ -190,7 +184,7 @@ export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], e
     else if (spec.boolean && (argv[i + 1] === undefined || !['true', 'false'].includes(argv[i + 1] as string))) text = 'true';
     else {
       const next = argv[i + 1];
-      if (next === undefined) throw new UsageError(ErrorCode.invalidFlag, `--${flagName} needs a value: ${spec.accepted}`);
+      if (next === undefined) throw new UsageError('FLAG_NEEDS_VALUE', { flag: `--${flagName}`, accepted: spec.accepted });
       text = next;
       i++;
     }
@@ -211,7 +205,7 @@ export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], e
     }
     const value = spec.parse(source.text);
     if (value === undefined) {
-      throw new UsageError(ErrorCode.invalidFlag, `${source.origin}: invalid value ${JSON.stringify(source.text)}; expected ${spec.accepted}`);
+      throw new UsageError('INVALID_FLAG', { origin: source.origin, value: source.text, accepted: spec.accepted });
     }
     values[name] = value;
     given.add(name);
@@ -220,7 +214,7 @@ export function parseFlags<S extends Specs>(specs: S, argv: readonly string[], e
 }
 
 /** The known flag nearest by edit distance, when it is near enough to be a typo. */
-function suggest(name: string, known: readonly string[]): string {
+function suggest(name: string, known: readonly string[]): string | undefined {
   let close: string | undefined;
   let best = Math.max(2, Math.floor(name.length / 3)) + 1;
   for (const k of known) {
@@ -230,32 +224,15 @@ function suggest(name: string, known: readonly string[]): string {
       close = k;
     }
   }
-  return close ? `; did you mean --${close}?` : '';
+  return close === undefined ? undefined : `--${close}`;
 }
 
 export function modelDefaultsFrom(v: FlagValues<typeof MODEL_FLAGS>): ModelDefaults {
-  return Object.freeze({
-    propagationDelaySeconds: v.propagationDelay,
-    shutdownBudgetSeconds: v.shutdownBudget,
-    maxSleepSeconds: v.maxSleep,
-    tcpSizing: v.tcpSizing,
-    udpStreams: v.udpStreams,
-    prestopMode: v.prestopMode,
-    existingPrestop: v.existingPrestop,
-    invalidAnnotations: v.invalidAnnotations,
-    injectJobPods: v.injectJobPods,
-  });
+  return modelDefaultsOf(v);
 }
 
 export function staticConntrackFrom(v: FlagValues<typeof CONNTRACK_FLAGS>): ConntrackValues {
-  const values: Record<ConntrackKey, number> = {
-    'udp-timeout': v.staticUdpTimeout,
-    'udp-timeout-stream': v.staticUdpTimeoutStream,
-    'tcp-timeout-time-wait': v.staticTcpTimeoutTimeWait,
-    'tcp-timeout-close-wait': v.staticTcpTimeoutCloseWait,
-    'tcp-timeout-established': v.staticTcpTimeoutEstablished,
-  };
-  return Object.freeze(values);
+  return Object.freeze(Object.fromEntries(CONNTRACK_KEYS.map((key) => [key, v[staticFlagName(key)]])) as Record<ConntrackKey, number>);
 }
 
 /** How the webhook reaches the Kubernetes API (spec §5; issue 3). */
@@ -318,12 +295,12 @@ const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 
 export function parseAgentConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): AgentConfig {
   const { values: v, positionals } = parseFlags(AGENT_FLAGS, argv, env);
-  if (positionals.length > 0) throw new UsageError(ErrorCode.invalidFlag, `agent takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  if (positionals.length > 0) throw new UsageError('UNEXPECTED_ARGUMENT', { command: 'agent', argument: positionals[0]! });
   const fromEnv = env['NODE_NAME'] === '' ? undefined : env['NODE_NAME'];
   const nodeName = v.nodeName ?? fromEnv;
   if (nodeName !== undefined && !NODE_NAME.test(nodeName)) {
     const origin = v.nodeName !== undefined ? '--node-name' : 'NODE_NAME';
-    throw new UsageError(ErrorCode.invalidFlag, `${origin}: invalid value ${JSON.stringify(nodeName)}; expected a node name (lower-case DNS subdomain)`);
+    throw new UsageError('INVALID_FLAG', { origin, value: nodeName, accepted: 'a node name (lower-case DNS subdomain)' });
   }
   return Object.freeze({
     nodeName,
@@ -345,15 +322,12 @@ export function parseAgentConfig(argv: readonly string[], env: Readonly<Record<s
 
 export function parseServeConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServeConfig {
   const { values: v, positionals } = parseFlags(SERVE_FLAGS, argv, env);
-  if (positionals.length > 0) throw new UsageError(ErrorCode.invalidFlag, `serve takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  if (positionals.length > 0) throw new UsageError('UNEXPECTED_ARGUMENT', { command: 'serve', argument: positionals[0]! });
   if (v.tlsCertFile === undefined || v.tlsPrivateKeyFile === undefined) {
     const missing = v.tlsCertFile === undefined ? 'tls-cert-file' : 'tls-private-key-file';
-    throw new UsageError(
-      ErrorCode.invalidFlag,
-      `--${missing} is required (or ${flagEnvName(missing)}): the webhook serves only TLS`,
-    );
+    throw new UsageError('MISSING_FLAG', { flag: `--${missing}`, why: ` (or ${flagEnvName(missing)}): the webhook serves only TLS` });
   }
-  if (v.port !== 0 && v.port === v.metricsPort) throw new UsageError(ErrorCode.invalidFlag, `--port and --metrics-port are both ${v.port}; they must differ`);
+  if (v.port !== 0 && v.port === v.metricsPort) throw new UsageError('SAME_PORT', v.port);
   return Object.freeze({
     port: v.port,
     bindAddress: v.bindAddress,

@@ -3,7 +3,7 @@ import { open, readFile } from 'node:fs/promises';
 import { CLUSTER_FLAGS, CONNTRACK_FLAGS, flag, parseFlags } from './config.ts';
 import { MODEL_DEFAULTS } from '../core/model.ts';
 import { timeoutAdvice } from '../core/tuning.ts';
-import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { UsageError } from '../shared/errors.ts';
 import { buildServiceIndex, parseKubernetesObjects } from '../diagnose/endpoints.ts';
 import type { IndexProblem } from '../diagnose/endpoints.ts';
 import { formatReport, formatTimeouts } from '../diagnose/format.ts';
@@ -70,10 +70,10 @@ export async function runDiagnose(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const { values: v, positionals } = parseFlags(DIAGNOSE_FLAGS, argv, process.env);
-  if (positionals.length > 0) throw new UsageError(ErrorCode.invalidFlag, `diagnose takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  if (positionals.length > 0) throw new UsageError('UNEXPECTED_ARGUMENT', { command: 'diagnose', argument: positionals[0]! });
   const inCluster = process.env['KUBERNETES_SERVICE_HOST'] !== undefined;
   if (v.endpointslices === undefined && v.kubeconfig === undefined && !inCluster) {
-    throw new UsageError(ErrorCode.invalidFlag, 'diagnose needs the current endpoints: --endpointslices FILE (kubectl get services,endpointslices -A -o yaml) or --kubeconfig FILE');
+    throw new UsageError('NO_ENDPOINTS_SOURCE', undefined);
   }
 
   const objects: unknown[] = [];
@@ -139,7 +139,7 @@ export async function runDiagnose(argv: readonly string[]): Promise<number> {
 /** A file (or stdin for `-`) as a stream of chunks to `read`; a file that cannot be read is a usage error, as with readText. */
 async function streamFile<T>(path: string, flagName: string, read: (input: AsyncIterable<Buffer>) => Promise<T>): Promise<T> {
   const cannot = (error: unknown): UsageError =>
-    new UsageError(ErrorCode.invalidFlag, `${flagName}: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    new UsageError('UNREADABLE_FILE', { flag: flagName, path, reason: (error as NodeJS.ErrnoException).code ?? String(error) });
   if (path === '-') return read(process.stdin);
   let fh;
   try {
@@ -162,7 +162,7 @@ async function readText(path: string, flagName: string): Promise<string> {
   try {
     return path === '-' ? await readStdin() : await readFile(path, 'utf8');
   } catch (error) {
-    throw new UsageError(ErrorCode.invalidFlag, `${flagName}: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    throw new UsageError('UNREADABLE_FILE', { flag: flagName, path, reason: (error as NodeJS.ErrnoException).code ?? String(error) });
   }
 }
 
@@ -171,7 +171,7 @@ async function readObjects(path: string, flagName: string): Promise<unknown[]> {
   try {
     return parseKubernetesObjects(text);
   } catch (error) {
-    throw new UsageError(ErrorCode.invalidFlag, `${flagName}: ${path} is not YAML or JSON: ${error instanceof Error ? error.message : String(error)}`);
+    throw new UsageError('UNPARSABLE_FILE', { flag: flagName, path, reason: error instanceof Error ? error.message : String(error) });
   }
 }
 

@@ -10,7 +10,7 @@ import type { Input, Plan } from '../core/plan.ts';
 import { Annotation } from '../core/names.ts';
 import { howToSet, planTuning } from '../core/tuning.ts';
 import type { PlanTuning } from '../core/tuning.ts';
-import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { UsageError } from '../shared/errors.ts';
 import { pointerSegments } from '../manifest/edit.ts';
 import type { ManifestFacts } from '../manifest/facts.ts';
 import { checkQuietVerbose, INPUT_FLAGS, parseCommandFlags, plainFlagHelp, prepare, processIO } from './command-options.ts';
@@ -72,7 +72,7 @@ export async function runExplain(argv: readonly string[], io: CliIO = processIO)
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     io.stderr(`safe-termination explain: ${error.message}\nRun 'safe-termination explain --help' for usage.\n`);
-    return 2;
+    return error.exit;
   }
 }
 
@@ -83,7 +83,7 @@ async function explain(argv: readonly string[], io: CliIO): Promise<number> {
   const parsed = parseCommandFlags(EXPLAIN_FLAGS, argv, io.env);
   const v = parsed.values;
   checkQuietVerbose(v);
-  if (v.output !== 'text' && v.output !== 'json') throw new UsageError(ErrorCode.invalidFlag, '--output: expected text or json');
+  if (v.output !== 'text' && v.output !== 'json') throw new UsageError('INVALID_FLAG', { origin: '--output', value: String(v.output), accepted: 'one of text, json' });
   const prep = await prepare(parsed, io);
   if (v.verbose) for (const note of prep.notes) io.stderr(`note: ${note}\n`);
   const outcomes = prep.sources.map((s) => processManifest(s, prep.config));

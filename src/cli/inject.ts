@@ -5,7 +5,7 @@
  */
 import { chmod, rename, stat, writeFile } from 'node:fs/promises';
 import { CONNTRACK_FLAGS, flag, MODEL_FLAGS } from './config.ts';
-import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { UsageError } from '../shared/errors.ts';
 import { checkQuietVerbose, INPUT_FLAGS, parseCommandFlags, plainFlagHelp, prepare, processIO } from './command-options.ts';
 import type { CliIO } from './command-options.ts';
 import { problemLines, processManifest } from '../manifest/process.ts';
@@ -82,10 +82,6 @@ Model and static conntrack flags (as for serve; also read from the environment):
 ${flagHelp({ ...MODEL_FLAGS, ...CONNTRACK_FLAGS })}
 `;
 
-function usage(message: string): UsageError {
-  return new UsageError(ErrorCode.invalidFlag, message);
-}
-
 export async function runInject(argv: readonly string[], io: CliIO = processIO): Promise<number> {
   if (wantsHelp(argv)) {
     io.stdout(HELP);
@@ -96,7 +92,7 @@ export async function runInject(argv: readonly string[], io: CliIO = processIO):
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     io.stderr(`safe-termination inject: ${error.message}\nRun 'safe-termination inject --help' for usage.\n`);
-    return 2;
+    return error.exit;
   }
 }
 
@@ -104,8 +100,8 @@ async function inject(argv: readonly string[], io: CliIO): Promise<number> {
   const parsed = parseCommandFlags(INJECT_FLAGS, argv, io.env);
   const v = parsed.values;
   checkQuietVerbose(v);
-  if (v.inPlace && v.output !== undefined) throw usage('--in-place and --output exclude each other');
-  if (v.inPlace && parsed.filenames.includes(STDIN)) throw usage('--in-place cannot rewrite stdin; use --output FILE or a pipe');
+  if (v.inPlace && v.output !== undefined) throw new UsageError('CONFLICTING_FLAGS', { flags: ['--in-place', '--output'] });
+  if (v.inPlace && parsed.filenames.includes(STDIN)) throw new UsageError('IN_PLACE_STDIN', undefined);
   const prep = await prepare(parsed, io);
   if (v.verbose) for (const note of prep.notes) io.stderr(`note: ${note}\n`);
   if (prep.problems.length > 0) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** The `safe-termination` command: subcommand dispatch only. */
-import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { CodedError, UsageError } from '../shared/errors.ts';
 import { MIN_NODE_VERSION, olderThan, PRODUCT, VERSION } from '../shared/version.ts';
 
 const USAGE = `${PRODUCT} ${VERSION}: inject safe pod termination (preStop sleep + grace period)
@@ -32,7 +32,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       process.stdout.write(`Usage: ${PRODUCT} version\n\nPrints the version (${VERSION}) and exits.\n`);
       return 0;
     }
-    if (argv.length > 0) throw new UsageError(ErrorCode.invalidFlag, `version takes no arguments (got ${argv.join(' ')})`);
+    if (argv[0] !== undefined) throw new UsageError('UNEXPECTED_ARGUMENT', { command: 'version', argument: argv[0] });
     process.stdout.write(`${VERSION}\n`);
     return 0;
   },
@@ -57,9 +57,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     return await command(rest);
   } catch (error) {
-    if (error instanceof UsageError) {
+    if (error instanceof CodedError) {
       process.stderr.write(`${PRODUCT} ${name}: ${error.message}\n`);
-      return 2;
+      return error.exit;
     }
     process.stderr.write(`${PRODUCT} ${name}: ${error instanceof Error ? error.message : String(error)}\n`);
     return 1;

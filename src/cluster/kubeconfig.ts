@@ -6,7 +6,7 @@
  * - none: the webhook uses this machine's /proc/sys, the agent only serves metrics.
  */
 import { KubeConfig } from '@kubernetes/client-node';
-import { ErrorCode, UsageError } from '../shared/errors.ts';
+import { UsageError } from '../shared/errors.ts';
 import { accessKind } from './in-pod.ts';
 
 export { runsInPod, SERVICE_ACCOUNT_DIR } from './in-pod.ts';
@@ -35,11 +35,11 @@ export function resolveClusterAccess(o: AccessOptions): ClusterAccess {
       if (o.kubeconfig === DEFAULT_KUBECONFIG) kc.loadFromDefault();
       else kc.loadFromFile(o.kubeconfig);
     } catch (error) {
-      throw new UsageError(ErrorCode.invalidFlag, `--kubeconfig: cannot load ${JSON.stringify(path)}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+      throw new UsageError('KUBECONFIG_UNLOADABLE', { path, reason: error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error) });
     }
     const cluster = kc.getCurrentCluster();
     if (cluster === null) {
-      throw new UsageError(ErrorCode.invalidFlag, `--kubeconfig: ${JSON.stringify(path)} has no current context with a cluster`);
+      throw new UsageError('KUBECONFIG_NO_CLUSTER', path);
     }
     return { kind: 'kubeconfig', kubeConfig: kc, server: cluster.server, path };
   }

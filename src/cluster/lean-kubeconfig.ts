@@ -18,8 +18,8 @@ import type { RequestOptions } from 'node:https';
 import { isIPv6 } from 'node:net';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
-import { ErrorCode, UsageError } from '../shared/errors.ts';
-import { runsInPod, SERVICE_ACCOUNT_DIR } from './in-pod.ts';
+import { UsageError } from '../shared/errors.ts';
+import { accessKind, SERVICE_ACCOUNT_DIR } from './in-pod.ts';
 import type { ApiCredentials } from './lean-api.ts';
 
 export type AgentAccess =
@@ -98,7 +98,8 @@ export class LeanKubeConfig implements ApiCredentials {
 
 /** Resolve and load the agent's API access. Throws UsageError when an explicit kubeconfig cannot be loaded. */
 export async function resolveAgentAccess(o: AgentAccessOptions): Promise<AgentAccess> {
-  if (o.kubeconfig !== undefined) {
+  const kind = accessKind(o.kubeconfig, o.env, o.inClusterRoot);
+  if (kind === 'kubeconfig' && o.kubeconfig !== undefined) {
     const isDefault = o.kubeconfig === 'default';
     const listed = isDefault ? o.env['KUBECONFIG'] : o.kubeconfig;
     const path = isDefault ? (listed ?? '~/.kube/config') : o.kubeconfig;
@@ -109,13 +110,13 @@ export async function resolveAgentAccess(o: AgentAccessOptions): Promise<AgentAc
       creds = parsed ?? (await viaClientNode(isDefault ? undefined : o.kubeconfig));
     } catch (error) {
       if (error instanceof UsageError) throw error;
-      throw new UsageError(ErrorCode.invalidFlag, `--kubeconfig: cannot load ${JSON.stringify(path)}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+      throw new UsageError('KUBECONFIG_UNLOADABLE', { path, reason: error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error) });
     }
     const server = creds === 'no-cluster' ? undefined : creds.getCurrentCluster()?.server;
-    if (creds === 'no-cluster' || server === undefined) throw new UsageError(ErrorCode.invalidFlag, `--kubeconfig: ${JSON.stringify(path)} has no current context with a cluster`);
+    if (creds === 'no-cluster' || server === undefined) throw new UsageError('KUBECONFIG_NO_CLUSTER', path);
     return { kind: 'kubeconfig', kubeConfig: creds, server, path };
   }
-  if (runsInPod(o.env, o.inClusterRoot)) {
+  if (kind === 'in-cluster') {
     const host = o.env['KUBERNETES_SERVICE_HOST'] ?? '';
     const port = o.env['KUBERNETES_SERVICE_PORT'] ?? '';
     const scheme = port === '80' || port === '8080' || port === '8001' ? 'http' : 'https';

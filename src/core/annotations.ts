@@ -2,30 +2,12 @@
  * Reading the pod annotations of spec §3 into settings, with a problem for
  * every value that breaks the rules. Pure: no defaults are applied here.
  */
-import { z } from 'zod';
-import { DURATION_FORM, parseDuration } from './duration.ts';
 import { Annotation, KNOWN_ANNOTATIONS, PREFIX } from './names.ts';
+import { annotatedSettings } from './settings.ts';
+import type { AnnotatedSetting, PodSettings } from './settings.ts';
 
-export const PROTOCOLS = ['sctp', 'tcp', 'udp'] as const;
-export type Protocol = (typeof PROTOCOLS)[number];
-export const PRESTOP_MODES = ['auto', 'sleep', 'exec'] as const;
-export type PrestopModeSetting = (typeof PRESTOP_MODES)[number];
-export const EXISTING_PRESTOP = ['keep', 'replace'] as const;
-export type ExistingPrestop = (typeof EXISTING_PRESTOP)[number];
-
-export interface PodSettings {
-  inject?: boolean;
-  prestopSleep?: number;
-  propagationDelay?: number;
-  shutdownBudget?: number;
-  maxSleep?: number;
-  protocols?: readonly Protocol[];
-  udpStreams?: boolean;
-  containers?: readonly string[];
-  excludeContainers?: readonly string[];
-  prestopMode?: PrestopModeSetting;
-  existingPrestop?: ExistingPrestop;
-}
+export { EXISTING_PRESTOP, PRESTOP_MODES, PROTOCOLS } from './settings.ts';
+export type { ExistingPrestop, PodSettings, PrestopModeSetting, Protocol } from './settings.ts';
 
 /** One annotation whose value breaks the rules. */
 export interface AnnotationProblem {
@@ -42,64 +24,16 @@ export interface SettingsResult {
   readonly warnings: readonly string[];
 }
 
-type Field = keyof PodSettings;
-
 interface Rule {
-  readonly field: Field;
+  readonly field: AnnotatedSetting;
   readonly accepted: string;
-  readonly schema: z.ZodType<unknown, string>;
+  readonly parse: (text: string) => unknown;
 }
 
-const duration = (min: number) =>
-  z.string().transform((text, ctx) => {
-    const seconds = parseDuration(text);
-    if (seconds === undefined || seconds < min) {
-      ctx.addIssue({ code: 'custom', message: 'invalid' });
-      return z.NEVER;
-    }
-    return seconds;
-  });
-
-const bool = z.enum(['true', 'false']).transform((v) => v === 'true');
-
-const commaList = <T extends string>(item: z.ZodType<T, string>) =>
-  z.string().transform((text, ctx) => {
-    // A Set keeps first-seen order and makes de-duplication linear (hostile lists can be long).
-    const out = new Set<T>();
-    for (const raw of text.split(',')) {
-      const r = item.safeParse(raw.trim());
-      if (!r.success) {
-        ctx.addIssue({ code: 'custom', message: 'invalid' });
-        return z.NEVER;
-      }
-      out.add(r.data);
-    }
-    return [...out];
-  });
-
-const protocolItem = z
-  .string()
-  .transform((v) => v.toLowerCase())
-  .pipe(z.enum(PROTOCOLS));
-
-/** DNS-1123 label, as the API server requires for container names. */
-const containerName = z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/);
-
-const BOOL_FORM = '"true" or "false"';
-
-const RULES: Readonly<Record<string, Rule>> = {
-  [Annotation.inject]: { field: 'inject', accepted: `${BOOL_FORM} ("false" opts the pod out)`, schema: bool },
-  [Annotation.prestopSleep]: { field: 'prestopSleep', accepted: `at least 1s, as ${DURATION_FORM}`, schema: duration(1) },
-  [Annotation.propagationDelay]: { field: 'propagationDelay', accepted: DURATION_FORM, schema: duration(0) },
-  [Annotation.shutdownBudget]: { field: 'shutdownBudget', accepted: DURATION_FORM, schema: duration(0) },
-  [Annotation.maxSleep]: { field: 'maxSleep', accepted: DURATION_FORM, schema: duration(0) },
-  [Annotation.protocols]: { field: 'protocols', accepted: 'a comma list of tcp, udp, sctp', schema: commaList(protocolItem) },
-  [Annotation.udpStreams]: { field: 'udpStreams', accepted: BOOL_FORM, schema: bool },
-  [Annotation.containers]: { field: 'containers', accepted: 'a comma list of container names of this pod', schema: commaList(containerName) },
-  [Annotation.excludeContainers]: { field: 'excludeContainers', accepted: 'a comma list of container names', schema: commaList(containerName) },
-  [Annotation.prestopMode]: { field: 'prestopMode', accepted: 'auto, sleep or exec', schema: z.enum(PRESTOP_MODES) },
-  [Annotation.existingPrestop]: { field: 'existingPrestop', accepted: 'keep or replace', schema: z.enum(EXISTING_PRESTOP) },
-};
+/** The rule of each annotation key, from the settings table. */
+const RULES: ReadonlyMap<string, Rule> = new Map(
+  annotatedSettings().map(([field, s]) => [Annotation[field], { field, accepted: s.accepted ?? s.type.annotationAccepted, parse: (t: string) => s.type.parse(t) }]),
+);
 
 /**
  * Read settings from annotations. `containerNames` are the names the pod has
@@ -118,19 +52,20 @@ export function readSettings(
   for (const key of Object.keys(annotations)) {
     if (!key.startsWith(PREFIX)) continue;
     const value = annotations[key] as string;
-    const rule = RULES[key];
+    const rule = RULES.get(key);
     if (rule === undefined) {
       if (key !== Annotation.injected) warnings.push(unknownKeyWarning(key, unknown++ < MAX_SUGGESTIONS));
       continue;
     }
-    const parsed = rule.schema.safeParse(value);
-    if (!parsed.success) {
+    const parsed = rule.parse(value);
+    if (parsed === undefined) {
       problems.push({ key, value, accepted: rule.accepted });
       continue;
     }
-    settings[rule.field] = parsed.data;
+    settings[rule.field] = parsed;
   }
 
+  // Each field holds what its own setting's type parsed.
   const result = settings as PodSettings;
   const names = new Set(containerNames);
   const included = result.containers;

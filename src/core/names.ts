@@ -1,4 +1,6 @@
-/** The public names of spec §3. Renaming any of these breaks users. */
+/** The public names: renaming any of these breaks users. */
+import { annotatedSettings } from './settings.ts';
+import type { AnnotatedSetting, AnnotationSuffix } from './settings.ts';
 
 export const PREFIX = 'safe-termination.io/';
 
@@ -6,20 +8,13 @@ export const INJECT_LABEL = `${PREFIX}inject`;
 export const NAMESPACE_OPT_IN_VALUE = 'enabled';
 export const POD_OPT_OUT_LABEL_VALUE = 'disabled';
 
-export const Annotation = {
-  inject: `${PREFIX}inject`,
-  prestopSleep: `${PREFIX}prestop-sleep`,
-  propagationDelay: `${PREFIX}propagation-delay`,
-  shutdownBudget: `${PREFIX}shutdown-budget`,
-  maxSleep: `${PREFIX}max-sleep`,
-  protocols: `${PREFIX}protocols`,
-  udpStreams: `${PREFIX}udp-streams`,
-  containers: `${PREFIX}containers`,
-  excludeContainers: `${PREFIX}exclude-containers`,
-  prestopMode: `${PREFIX}prestop-mode`,
-  existingPrestop: `${PREFIX}existing-prestop`,
+type SettingKeys = { readonly [K in AnnotatedSetting]: `${typeof PREFIX}${AnnotationSuffix<K>}` };
+
+/** The pod annotations: one per annotated setting, and the record of what was injected. */
+export const Annotation: SettingKeys & { readonly injected: `${typeof PREFIX}injected` } = Object.freeze({
+  ...(Object.fromEntries(annotatedSettings().map(([name, s]) => [name, `${PREFIX}${s.annotation}`])) as SettingKeys),
   injected: `${PREFIX}injected`,
-} as const;
+});
 
 export const KNOWN_ANNOTATIONS: readonly string[] = Object.values(Annotation);
 

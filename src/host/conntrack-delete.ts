@@ -20,6 +20,8 @@
  */
 import { spawn } from 'node:child_process';
 import { isIP } from 'node:net';
+import { CodedError } from '../shared/errors.ts';
+import type { ErrorParams } from '../shared/errors.ts';
 
 export interface FlowGroup {
   /** `tcp`, `udp`, `sctp`. */
@@ -34,9 +36,11 @@ export interface DeleteResult {
   readonly deleted: number;
 }
 
-export class ConntrackDeleteError extends Error {
-  constructor(message: string) {
-    super(message);
+type DeleteErrorCode = 'FLOW_NOT_DELETABLE' | 'CONNTRACK_TOOL_MISSING' | 'CONNTRACK_TOOL_UNRUNNABLE' | 'CONNTRACK_TOOL_FAILED';
+
+export class ConntrackDeleteError<C extends DeleteErrorCode = DeleteErrorCode> extends CodedError<C> {
+  constructor(code: C, params: ErrorParams<C>) {
+    super(code, params);
     this.name = 'ConntrackDeleteError';
   }
 }
@@ -46,10 +50,10 @@ const PROTOCOLS = new Set(['tcp', 'udp', 'sctp']);
 
 /** The arguments of the deletion (validated: nothing reaches the tool that is not an address, a port or a known protocol). */
 export function deleteArgs(g: FlowGroup): string[] {
-  if (!PROTOCOLS.has(g.protocol)) throw new ConntrackDeleteError(`protocol ${JSON.stringify(g.protocol)} is not reaped`);
+  if (!PROTOCOLS.has(g.protocol)) throw new ConntrackDeleteError('FLOW_NOT_DELETABLE', `protocol ${JSON.stringify(g.protocol)} is not reaped`);
   const fam = isIP(g.origDst);
-  if (fam === 0 || isIP(g.replySrc) !== fam) throw new ConntrackDeleteError(`not a pair of addresses of one family: ${g.origDst}, ${g.replySrc}`);
-  for (const p of [g.dport, g.sport]) if (!Number.isInteger(p) || p < 1 || p > 65535) throw new ConntrackDeleteError(`bad port ${p}`);
+  if (fam === 0 || isIP(g.replySrc) !== fam) throw new ConntrackDeleteError('FLOW_NOT_DELETABLE', `not a pair of addresses of one family: ${g.origDst}, ${g.replySrc}`);
+  for (const p of [g.dport, g.sport]) if (!Number.isInteger(p) || p < 1 || p > 65535) throw new ConntrackDeleteError('FLOW_NOT_DELETABLE', `bad port ${p}`);
   return [
     '-D',
     ...(fam === 6 ? ['-f', 'ipv6'] : []),
@@ -84,7 +88,11 @@ export function deleteFlowGroup(g: FlowGroup, o: DeleteOptions = {}): Promise<De
     });
     child.on('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(new ConntrackDeleteError(error.code === 'ENOENT' ? `${bin} not found: the reaper needs the conntrack tool (Debian package conntrack)` : `cannot run ${bin}: ${error.message}`));
+      reject(
+        error.code === 'ENOENT'
+          ? new ConntrackDeleteError('CONNTRACK_TOOL_MISSING', { bin, advice: 'the reaper needs the conntrack tool (Debian package conntrack)' })
+          : new ConntrackDeleteError('CONNTRACK_TOOL_UNRUNNABLE', { bin, reason: error.message }),
+      );
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -95,7 +103,7 @@ export function deleteFlowGroup(g: FlowGroup, o: DeleteOptions = {}): Promise<De
       }
       const detail = stderr.trim().split('\n').join('; ') || 'no message';
       const hint = /permission|not permitted/i.test(detail) ? ' (deleting conntrack entries needs CAP_NET_ADMIN)' : '';
-      reject(new ConntrackDeleteError(`${bin} ${args.join(' ')} failed (${signal ?? `exit code ${code}`}): ${detail}${hint}`));
+      reject(new ConntrackDeleteError('CONNTRACK_TOOL_FAILED', { command: `${bin} ${args.join(' ')}`, ended: `(${signal ?? `exit code ${code}`})`, detail, hint }));
     });
   });
 }

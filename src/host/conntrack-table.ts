@@ -21,23 +21,25 @@ import { parseLine } from '../diagnose/conntrack.ts';
 import type { ConntrackEntry } from '../diagnose/conntrack.ts';
 import type { TallyEntry } from '../diagnose/tally.ts';
 import { ConntrackToolError, listConntrack } from './conntrack-tool.ts';
+import { CodedError } from '../shared/errors.ts';
+import type { ErrorParams } from '../shared/errors.ts';
 
 export type ConntrackSource = 'proc' | 'tool';
 
-export class ConntrackUnreadableError extends Error {
+export class ConntrackUnreadableError extends CodedError<'CONNTRACK_UNREADABLE'> {
   /** Why each source failed, in the order tried. */
   readonly reasons: Readonly<Record<ConntrackSource, string>>;
   constructor(reasons: Record<ConntrackSource, string>) {
-    super(`conntrack table unreadable: ${reasons.proc}; ${reasons.tool}`);
+    super('CONNTRACK_UNREADABLE', reasons);
     this.name = 'ConntrackUnreadableError';
     this.reasons = reasons;
   }
 }
 
 /** A read that stopped part-way (I/O error, deadline): the entries delivered are incomplete. */
-export class ConntrackReadError extends Error {
-  constructor(message: string) {
-    super(message);
+export class ConntrackReadError<C extends 'CONNTRACK_READ_STOPPED' | 'CONNTRACK_READ_TIMEOUT' = 'CONNTRACK_READ_STOPPED' | 'CONNTRACK_READ_TIMEOUT'> extends CodedError<C> {
+  constructor(code: C, params: ErrorParams<C>) {
+    super(code, params);
     this.name = 'ConntrackReadError';
   }
 }
@@ -225,7 +227,7 @@ export class ConntrackTable {
         try {
           ({ bytesRead: n } = await fh.read(buffer, 0, buffer.length, null));
         } catch (error) {
-          throw new ConntrackReadError(`reading ${path} failed after ${entries} entries: ${(error as Error).message}`);
+          throw new ConntrackReadError('CONNTRACK_READ_STOPPED', { reading: `reading ${path}`, ended: 'failed', entries, reason: (error as Error).message });
         }
         if (n === 0) break;
         // The file is ASCII; latin1 decodes a chunk that ends mid-line without loss.
@@ -236,9 +238,9 @@ export class ConntrackTable {
           start = nl + 1;
         }
         rest = text.slice(start);
-        if (signal?.aborted === true) throw new ConntrackReadError(`reading ${path} abandoned after ${entries} entries: stopping`);
+        if (signal?.aborted === true) throw new ConntrackReadError('CONNTRACK_READ_STOPPED', { reading: `reading ${path}`, ended: 'abandoned', entries, reason: 'stopping' });
         if (Date.now() > deadline) {
-          throw new ConntrackReadError(`reading ${path} took over ${(this.#o.deadlineMs ?? 30_000) / 1000}s (${entries} entries so far); abandoned`);
+          throw new ConntrackReadError('CONNTRACK_READ_TIMEOUT', { path, seconds: (this.#o.deadlineMs ?? 30_000) / 1000, entries });
         }
       }
       take(rest);
@@ -265,8 +267,8 @@ export class ConntrackTable {
       return { source: 'tool', entries, skipped: r.skipped.length, firstSkipped: first === undefined ? undefined : `${first.reason}: ${first.text.slice(0, 200)}` };
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
-      if (entries > 0) throw new ConntrackReadError(`${bin} failed after ${entries} entries: ${message}`);
-      if (error instanceof ConntrackToolError && /not found/.test(message)) return `no ${bin} tool (the agent image has none)`;
+      if (entries > 0) throw new ConntrackReadError('CONNTRACK_READ_STOPPED', { reading: bin, ended: 'failed', entries, reason: message });
+      if (error instanceof ConntrackToolError && error.code === 'CONNTRACK_TOOL_MISSING') return `no ${bin} tool (the agent image has none)`;
       return message;
     }
   }

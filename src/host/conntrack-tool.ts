@@ -9,10 +9,14 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { parseLine } from '../diagnose/conntrack.ts';
 import type { ConntrackEntry, ParsedConntrack, SkippedLine } from '../diagnose/conntrack.ts';
+import { CodedError } from '../shared/errors.ts';
+import type { ErrorParams } from '../shared/errors.ts';
 
-export class ConntrackToolError extends Error {
-  constructor(message: string) {
-    super(message);
+export type ConntrackToolCode = 'CONNTRACK_TOOL_MISSING' | 'CONNTRACK_TOOL_UNRUNNABLE' | 'CONNTRACK_TOOL_TIMEOUT' | 'CONNTRACK_TOOL_FAILED';
+
+export class ConntrackToolError<C extends ConntrackToolCode = ConntrackToolCode> extends CodedError<C> {
+  constructor(code: C, params: ErrorParams<C>) {
+    super(code, params);
     this.name = 'ConntrackToolError';
   }
 }
@@ -62,7 +66,7 @@ function listOne(options: ListOptions, family: string | undefined, collect: (e: 
     let lineNumber = 0;
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new ConntrackToolError(`${bin} ${args.join(' ')} did not finish within ${options.timeoutMs ?? 30000} ms`));
+      reject(new ConntrackToolError('CONNTRACK_TOOL_TIMEOUT', { command: `${bin} ${args.join(' ')}`, ms: options.timeoutMs ?? 30000 }));
     }, options.timeoutMs ?? 30000);
     createInterface({ input: child.stdout }).on('line', (raw) => {
       lineNumber++;
@@ -78,11 +82,12 @@ function listOne(options: ListOptions, family: string | undefined, collect: (e: 
     child.on('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       reject(
-        new ConntrackToolError(
-          error.code === 'ENOENT'
-            ? `${bin} not found: install the conntrack tool (Debian/Ubuntu package conntrack, RHEL/Fedora conntrack-tools), or pass --conntrack-file with the output of 'conntrack -L -o extended'`
-            : `cannot run ${bin}: ${error.message}`,
-        ),
+        error.code === 'ENOENT'
+          ? new ConntrackToolError('CONNTRACK_TOOL_MISSING', {
+              bin,
+              advice: "install the conntrack tool (Debian/Ubuntu package conntrack, RHEL/Fedora conntrack-tools), or pass --conntrack-file with the output of 'conntrack -L -o extended'",
+            })
+          : new ConntrackToolError('CONNTRACK_TOOL_UNRUNNABLE', { bin, reason: error.message }),
       );
     });
     child.on('close', (code) => {
@@ -93,7 +98,7 @@ function listOne(options: ListOptions, family: string | undefined, collect: (e: 
       }
       const detail = stderr.trim().split('\n').filter((l) => !SUMMARY.test(l.trim())).join('; ');
       const hint = /permission|not permitted/i.test(detail) ? ' (listing conntrack needs root or CAP_NET_ADMIN)' : '';
-      reject(new ConntrackToolError(`${bin} ${args.join(' ')} failed with exit code ${code}: ${detail || 'no message'}${hint}`));
+      reject(new ConntrackToolError('CONNTRACK_TOOL_FAILED', { command: `${bin} ${args.join(' ')}`, ended: `with exit code ${code}`, detail: detail || 'no message', hint }));
     });
   });
 }

@@ -10,11 +10,12 @@ import type { Document, Node, YAMLMap } from 'yaml';
 import type { Operation } from 'fast-json-patch';
 import { dottedPath } from './workloads.ts';
 import type { Path } from './workloads.ts';
+import { CodedError } from '../shared/errors.ts';
 
 /** An operation the document's shape does not allow (an alias on the way, a missing parent). */
-export class EditError extends Error {
-  constructor(message: string) {
-    super(message);
+export class EditError extends CodedError<'MANIFEST_NOT_EDITABLE'> {
+  constructor(problem: string) {
+    super('MANIFEST_NOT_EDITABLE', problem);
     this.name = 'EditError';
   }
 }

@@ -20,6 +20,8 @@ import type { PodPlacement } from '../core/pod.ts';
 import { localLayer } from '../host/local-facts.ts';
 import { readConntrackSysctls } from '../host/sysctl.ts';
 import { createLogger } from '../shared/logger.ts';
+import { CodedError } from '../shared/errors.ts';
+import type { ErrorParams } from '../shared/errors.ts';
 import type { NodeDump } from './nodes.ts';
 
 export type { ConntrackView, Origin } from '../core/conntrack.ts';
@@ -58,9 +60,9 @@ export interface FactsOptions {
 }
 
 /** The cluster could not be read: an input problem (exit 1), not a usage error. */
-export class ClusterReadError extends Error {
-  constructor(message: string) {
-    super(message);
+export class ClusterReadError extends CodedError<'CLUSTER_UNREADABLE'> {
+  constructor(params: ErrorParams<'CLUSTER_UNREADABLE'>) {
+    super('CLUSTER_UNREADABLE', params);
     this.name = 'ClusterReadError';
   }
 }
@@ -148,9 +150,7 @@ async function readCluster(
     await wiring.ready;
     const status = wiring.nodesStatus();
     if (!status.synced) {
-      throw new ClusterReadError(
-        `could not list the nodes of ${c.access.server} within ${c.syncTimeoutSeconds}s (--informer-sync-timeout)${status.lastError === undefined ? '' : `: ${status.lastError}`}`,
-      );
+      throw new ClusterReadError({ server: c.access.server, seconds: c.syncTimeoutSeconds, lastError: status.lastError });
     }
     return { index: wiring.index, layers: wiring.layers, version: wiring.facts.kubeVersion(), ipvsUdpTimeout: wiring.ipvsUdpTimeout() };
   } finally {

@@ -4,11 +4,13 @@
  */
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyError, FastifyHttpsOptions, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { STATUS_CODES } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { ReviewHandler } from '../admission/handler.ts';
 import { allowed } from '../admission/responses.ts';
-import { ErrorCode, errorBody } from '../shared/errors.ts';
+import { errorBody } from '../shared/errors.ts';
+import type { ErrorBody, HttpErrorCode } from '../shared/errors.ts';
 import type { WebhookMetrics } from './metrics.ts';
 import type { ServerState } from './state.ts';
 import { TLS_OPTIONS } from './tls.ts';
@@ -100,7 +102,31 @@ export function fastifyOptions(o: Pick<AppOptions, 'tls' | 'logger' | 'timeouts'
     return503OnClosing: false,
     forceCloseConnections: 'idle',
     exposeHeadRoutes: false,
+    clientErrorHandler: clientError,
+    frameworkErrors: frameworkError,
   };
+}
+
+/** A bad URL is answered before routing, outside the error handler. */
+function frameworkError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const e = httpError(error, request.headers['content-type']);
+  void reply.code(e.status).send(e.body);
+}
+
+/** Errors of Node's HTTP parser (before any route: a timeout, oversized headers, broken HTTP), answered from the table. */
+function clientError(error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const e =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? errorBody('REQUEST_TIMEOUT', undefined)
+      : error.code === 'HPE_HEADER_OVERFLOW'
+        ? errorBody('HEADERS_TOO_LARGE', undefined)
+        : errorBody('BAD_REQUEST', error.message);
+  if (socket.writable) {
+    const body = JSON.stringify(e.body);
+    socket.write(`HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? ''}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy(error);
 }
 
 export function buildApp(o: AppOptions): WebhookApp {
@@ -149,7 +175,7 @@ export function buildApp(o: AppOptions): WebhookApp {
       }
       metrics.admissions.inc({ outcome: 'error' });
       request.log.debug({ bytes, inFlight: budget.used, waiting: budget.waiting }, 'review refused: body budget full');
-      void fail(reply.header('retry-after', '1'), errorBody(ErrorCode.overloaded, `${budget.capacity} bytes`));
+      void fail(reply.header('retry-after', '1'), errorBody('OVERLOADED', `${budget.capacity} bytes`));
     });
   };
 
@@ -159,11 +185,11 @@ export function buildApp(o: AppOptions): WebhookApp {
     switch (result.kind) {
       case 'bad-json':
         metrics.admissions.inc({ outcome: 'invalid' });
-        return fail(reply, errorBody(ErrorCode.invalidJson, result.message));
+        return fail(reply, errorBody('INVALID_JSON', result.message));
       case 'malformed':
         metrics.admissions.inc({ outcome: 'invalid' });
         request.log.warn({ problem: result.message }, 'malformed AdmissionReview');
-        return fail(reply, errorBody(ErrorCode.malformedReview, result.message));
+        return fail(reply, errorBody('MALFORMED_REVIEW', result.message));
       case 'crashed':
         // A bug must never block pod creation: allow without a patch.
         request.log.error({ err: result.error, uid: result.uid }, 'review handler failed; allowing the pod unchanged');
@@ -198,25 +224,48 @@ export function buildApp(o: AppOptions): WebhookApp {
   });
 
   app.setNotFoundHandler(async (request, reply) => {
-    const e = errorBody(ErrorCode.notFound, `${request.method} ${request.url.split('?')[0] ?? ''}`);
+    const e = errorBody('NOT_FOUND', `${request.method} ${request.url.split('?')[0] ?? ''}`);
     return finish(reply, undefined).code(e.status).send(e.body);
   });
 
   app.setErrorHandler(async (error: FastifyError, request, reply) => {
-    const status = error.statusCode ?? 500;
-    let e;
-    if (status === 413) e = errorBody(ErrorCode.bodyTooLarge, '7 MiB');
-    else if (status === 415) e = errorBody(ErrorCode.unsupportedMediaType, JSON.stringify(request.headers['content-type'] ?? ''));
-    else if (status === 408) e = errorBody(ErrorCode.requestTimeout, '');
-    else if (status >= 400 && status < 500) e = errorBody(ErrorCode.invalidJson, error.message);
-    else {
-      request.log.error({ err: error }, 'request failed');
-      e = errorBody(ErrorCode.internal, '');
-    }
-    if (status < 500) metrics.admissions.inc({ outcome: 'invalid' });
+    const e = httpError(error, request.headers['content-type']);
+    if (e.status >= 500) request.log.error({ err: error }, 'request failed');
+    else metrics.admissions.inc({ outcome: 'invalid' });
     return finish(reply, request.routeOptions.url === '/mutate' ? 'error' : undefined).code(e.status).send(e.body);
   });
   return app;
+}
+
+/** Fastify's errors (its lib/errors.js) by code, as the webhook's. */
+const FASTIFY_ERRORS: ReadonlyMap<string, HttpErrorCode> = new Map<string, HttpErrorCode>([
+  ['FST_ERR_CTP_BODY_TOO_LARGE', 'BODY_TOO_LARGE'],
+  ['FST_ERR_CTP_INVALID_MEDIA_TYPE', 'UNSUPPORTED_MEDIA_TYPE'],
+  ['FST_ERR_CTP_INVALID_CONTENT_LENGTH', 'CONTENT_LENGTH_MISMATCH'],
+  ['FST_ERR_CTP_EMPTY_JSON_BODY', 'INVALID_JSON'],
+  ['FST_ERR_CTP_INVALID_JSON_BODY', 'INVALID_JSON'],
+  ['FST_ERR_BAD_URL', 'BAD_REQUEST'],
+  ['ERR_HTTP_REQUEST_TIMEOUT', 'REQUEST_TIMEOUT'],
+]);
+
+/** The answer to an error Fastify (or the request stream) raised: by its code; else a 408 is a timeout, another 4xx a bad request. */
+export function httpError(error: FastifyError, contentType: string | undefined): { status: number; body: ErrorBody } {
+  const status = error.statusCode ?? 500;
+  const code = FASTIFY_ERRORS.get(error.code) ?? (status === 408 ? 'REQUEST_TIMEOUT' : status >= 400 && status < 500 ? 'BAD_REQUEST' : 'INTERNAL');
+  switch (code) {
+    case 'BODY_TOO_LARGE':
+      return errorBody(code, '7 MiB');
+    case 'UNSUPPORTED_MEDIA_TYPE':
+      return errorBody(code, JSON.stringify(contentType ?? ''));
+    case 'INVALID_JSON':
+    case 'BAD_REQUEST':
+      return errorBody(code, error.message);
+    case 'CONTENT_LENGTH_MISMATCH':
+    case 'REQUEST_TIMEOUT':
+      return errorBody(code, undefined);
+    default:
+      return errorBody('INTERNAL', undefined);
+  }
 }
 
 /**

@@ -8,8 +8,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { LOG_LEVELS } from '../../src/shared/logger.ts';
+import type { FlagSpec } from '../../src/cli/config.ts';
 import { CONNTRACK_FLAGS, MODEL_FLAGS, parseAgentConfig, parseFlags, parseServeConfig, SERVE_FLAGS } from '../../src/cli/config.ts';
 import { EXISTING_PRESTOP, PRESTOP_MODES } from '../../src/core/annotations.ts';
 import { LINUX_DEFAULTS } from '../../src/core/conntrack.ts';
@@ -187,4 +188,52 @@ t.test('versions: appVersion and the image tag are the package version', async (
   }
   const pinned = await render({ set: ['image.tag=0.2.0-rc.1'] });
   t.equal(podSpecOf(one(pinned, 'Deployment')).containers[0].image, 'ghcr.io/safe-termination/safe-termination:0.2.0-rc.1');
+});
+
+/** The value at a dotted path of values.yaml, and the schema node for it. */
+function at(root: any, path: string): any {
+  return path.split('.').reduce((node, key) => node?.[key], root);
+}
+function schemaAt(path: string): any {
+  return path.split('.').reduce((node, key) => node?.properties?.[key], schema);
+}
+
+/** A chart value (as YAML would type it) that its flag reads as something other than the default. */
+function sampleFor(spec: FlagSpec<unknown>): { value: unknown; parsed: unknown } {
+  const candidates = ['4242', '77s', '1.27', 'true', 'false', ...TCP_SIZINGS, ...PRESTOP_MODES, ...EXISTING_PRESTOP, ...INVALID_ANNOTATION_POLICIES];
+  for (const text of candidates) {
+    const parsed = spec.parse(text);
+    if (parsed === undefined || JSON.stringify(parsed) === JSON.stringify(spec.default)) continue;
+    const value = text === 'true' || text === 'false' ? text === 'true' : /^\d+$/.test(text) ? Number(text) : text;
+    return { value, parsed };
+  }
+  throw new Error(`no sample for ${spec.description}`);
+}
+
+t.test('every flag with a chart value: values.yaml and the schema have it, with the flag\'s default, and the chart passes it to that flag', async (t) => {
+  const values = parse(readFileSync(join(CHART, 'values.yaml'), 'utf8'));
+  const charted = Object.entries(SERVE_FLAGS as Readonly<Record<string, FlagSpec<unknown>>>).filter(([, spec]) => spec.chart !== undefined);
+  t.same(
+    [...Object.keys(MODEL_FLAGS), ...Object.keys(CONNTRACK_FLAGS)].filter((name) => !charted.some(([n]) => n === name)),
+    ['conntrackProcDir'],
+    'every model flag and static conntrack value has a chart value',
+  );
+  const tuned: Record<string, unknown> = {};
+  const expected: Record<string, unknown> = {};
+  for (const [name, spec] of charted) {
+    const path = spec.chart!;
+    t.ok(schemaAt(path), `values.schema.json has ${path}`);
+    const dflt = at(values, path);
+    t.not(dflt, undefined, `values.yaml has ${path}`);
+    t.same(dflt === '' ? undefined : spec.parse(String(dflt)), spec.default, `${path} defaults to the default of --${name.replace(/[A-Z]/g, (x) => `-${x.toLowerCase()}`)}`);
+    const sample = sampleFor(spec);
+    const keys = path.split('.');
+    let node = tuned;
+    for (const key of keys.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>;
+    node[keys[keys.length - 1]!] = sample.value;
+    expected[name] = sample.parsed;
+  }
+  const c = webhookContainer(await render({ values: stringify(tuned) }));
+  const { values: flags } = parseFlags(SERVE_FLAGS, c.args.slice(1), {});
+  for (const [name, value] of Object.entries(expected)) t.same((flags as Record<string, unknown>)[name], value, `a changed ${charted.find(([n]) => n === name)![1].chart} reaches --${name.replace(/[A-Z]/g, (x) => `-${x.toLowerCase()}`)}`);
 });
