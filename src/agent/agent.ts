@@ -134,6 +134,11 @@ export async function startAgent(config: AgentConfig, log: Logger, access: Agent
     annotator?.setDesired(reading.values, observedAt);
   };
 
+  const readOnce = (): Promise<void> =>
+    tick().catch((error: unknown) => log.error({ problem: error instanceof Error ? error.message : String(error) }, 'reading conntrack sysctls failed'));
+  // The first scrape already has this node's values.
+  await readOnce();
+
   const stale = startStaleCount(config, log, access, metrics, tuning);
 
   const server = createAgentServer(metrics, () => ({
@@ -160,14 +165,11 @@ export async function startAgent(config: AgentConfig, log: Logger, access: Agent
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   const loop = (): void => {
-    tick().then(
-      () => undefined,
-      (error: unknown) => log.error({ problem: error instanceof Error ? error.message : String(error) }, 'reading conntrack sysctls failed'),
-    ).finally(() => {
+    void readOnce().finally(() => {
       if (!stopped) timer = setTimeout(loop, intervalMs);
     });
   };
-  loop();
+  timer = setTimeout(loop, intervalMs);
   log.info({ port, intervalSeconds: intervalMs / 1000 }, 'agent serving /healthz and /metrics');
 
   return {
