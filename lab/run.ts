@@ -158,7 +158,7 @@ try {
   out(
     config.kubeProxyCleanup
       ? "  kube-proxy stale-UDP cleanup: modelled (deletes UDP entries whose target is not a serving endpoint, at each sync)\n"
-      : '  kube-proxy stale-UDP cleanup: absent — the miss case (spec §4: no conntrack binary, a Service scaled to zero on 1.32+, other dataplanes); --kube-proxy-cleanup models it\n',
+      : '  kube-proxy stale-UDP cleanup: absent — the miss case (no conntrack binary, a Service scaled to zero on 1.32+, other dataplanes); --kube-proxy-cleanup models it\n',
   );
   out(`  plan for the backend pod (UDP 53 + TCP 8080${propagationBudget ? `, annotation propagation-delay ${propagationBudget}` : ''}; conntrack facts source local):\n    ${describePlan(plan)}\n`);
   out(`  UDP lookups use one socket for up to ${config.udpSessionMs / 1000}s${config.pinnedUdp > 0 ? `; ${config.pinnedUdp} pinned UDP sockets never go quiet` : ''}\n\n`);

@@ -1,6 +1,6 @@
 /**
  * The LAB KUBELET: a stand-in, part of the lab and not of the product. There is
- * no kubelet or container runtime on these machines (spec §9), so this small
+ * no kubelet or container runtime on these machines, so this small
  * program does for the pods bound to its Node what the kubelet does for the
  * termination timeline, and nothing more:
  *

@@ -1,6 +1,6 @@
 /**
  * `npm run lab -- --kube`: the ghost-connection lab on real Kubernetes components
- * (spec §11): etcd, kube-apiserver, kube-controller-manager (Deployment,
+ *: etcd, kube-apiserver, kube-controller-manager (Deployment,
  * ReplicaSet and EndpointSlice controllers), kube-scheduler and kube-proxy built
  * from source (`npm run kube:build`), the product installed with its chart and run
  * as `safe-termination serve` (the webhook the API server calls) and `agent` (in

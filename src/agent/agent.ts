@@ -1,6 +1,6 @@
 /**
  * `safe-termination agent` (DaemonSet, hostNetwork): reads this node's conntrack
- * sysctls at start and every interval, publishes them as Node annotations (spec §3),
+ * sysctls at start and every interval, publishes them as Node annotations,
  * and serves /healthz and Prometheus metrics.
  *
  * It stays healthy through everything it cannot help: an API server that is
@@ -45,7 +45,7 @@ export interface AgentConfig {
   readonly staleConntrackIntervalSeconds: number;
   /** Count endpoint changes per Service (safe_termination_endpoint_changes_total). */
   readonly endpointChanges: boolean;
-  /** The conntrack reaper (spec §10). */
+  /** The conntrack reaper. */
   readonly reap: boolean;
   readonly reapHoldSeconds: number;
   readonly reapMaxPerSecond: number;

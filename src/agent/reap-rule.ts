@@ -1,5 +1,5 @@
 /**
- * The conntrack reaper's rule (spec §10), pure: which conntrack entries may be
+ * The conntrack reaper's rule, pure: which conntrack entries may be
  * deleted. Fed the EndpointSlices as the informer sees them and asked entry by
  * entry; no I/O, time passed in.
  *

@@ -1,5 +1,5 @@
 /**
- * The conntrack reaper (spec §10, `--reap`): deletes the entries that still send
+ * The conntrack reaper (`--reap`): deletes the entries that still send
  * a flow to an endpoint that has left every EndpointSlice (the rule: reap-rule.ts).
  *
  * - Event-driven: when an endpoint goes, a sweep is scheduled for the moment its

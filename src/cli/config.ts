@@ -235,7 +235,7 @@ export function staticConntrackFrom(v: FlagValues<typeof CONNTRACK_FLAGS>): Conn
   return Object.freeze(Object.fromEntries(CONNTRACK_KEYS.map((key) => [key, v[staticFlagName(key)]])) as Record<ConntrackKey, number>);
 }
 
-/** How the webhook reaches the Kubernetes API (spec §5; issue 3). */
+/** How the webhook reaches the Kubernetes API. */
 export const CLUSTER_FLAGS = {
   kubeconfig: flag.path(
     'reach the Kubernetes API through this kubeconfig ("default": $KUBECONFIG or ~/.kube/config); unset: the in-cluster service account in a pod, no API elsewhere',

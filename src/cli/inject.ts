@@ -1,6 +1,6 @@
 /**
  * `safe-termination inject`: the webhook's decision applied to manifests
- * (spec §2, like `istioctl kube-inject`). Wiring only; the door is
+ * (like `istioctl kube-inject`). Wiring only; the door is
  * src/manifest/process.ts.
  */
 import { chmod, rename, stat, writeFile } from 'node:fs/promises';

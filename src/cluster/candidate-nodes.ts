@@ -1,5 +1,5 @@
 /**
- * Candidate nodes of a pod not yet scheduled (spec §5), and the conntrack facts
+ * Candidate nodes of a pod not yet scheduled, and the conntrack facts
  * over them. Pure: no I/O. The index is fed by the Node informer and read by
  * every admission, so reads are precomputed where they can be:
  *
@@ -166,7 +166,7 @@ interface Entry {
 const CACHE_LIMIT = 512;
 
 /**
- * Nodes by name with their layered facts, and the answers of spec §5 per placement.
+ * Nodes by name with their layered facts, and the facts per placement.
  * `conntrackFor` is synchronous and allocation-light: it is on the admission path.
  */
 export class CandidateIndex {
@@ -225,7 +225,7 @@ export class CandidateIndex {
     this.#invalidate();
   }
 
-  /** The facts for a pod with this placement (spec §5). */
+  /** The facts for a pod with this placement. */
   conntrackFor(placement: PodPlacement): ConntrackFacts {
     if (this.#dirty) this.#recompute();
     if (isUnconstrained(placement)) return this.#all;

@@ -1,5 +1,5 @@
 /**
- * The Node informer of the webhook (spec §5): a ResourceInformer (resource-informer.ts:
+ * The Node informer of the webhook: a ResourceInformer (resource-informer.ts:
  * list then watch, restarts with backoff, chunked lists with deadlines, bookmarks,
  * server-side watch timeouts, clean stop) over `/api/v1/nodes`, with what is
  * particular to Nodes:

@@ -1,5 +1,5 @@
 /**
- * Reading the pod annotations of spec §3 into settings, with a problem for
+ * Reading the pod annotations into settings, with a problem for
  * every value that breaks the rules. Pure: no defaults are applied here.
  */
 import { Annotation, KNOWN_ANNOTATIONS, PREFIX } from './names.ts';

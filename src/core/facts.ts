@@ -9,7 +9,7 @@ export interface FactsSource {
   conntrackFor(placement: PodPlacement): ConntrackFacts;
   /** The cluster's version; undefined when unknown. */
   kubeVersion(): KubeVersion | undefined;
-  /** The Services of `namespace` that select a pod with `labels` (spec §4); absent: Services are not known. */
+  /** The Services of `namespace` that select a pod with `labels`; absent: Services are not known. */
   servicesFor?(namespace: string, labels: Readonly<Record<string, string>> | null | undefined): readonly SelectingService[];
 }
 

@@ -18,7 +18,7 @@ import { reviewBody } from './review-body.ts';
 import { batchPerTurn } from './turn-batch.ts';
 import { BodyBudget } from './body-budget.ts';
 
-/** A 3 MiB object plus the review around it (spec §6). */
+/** A 3 MiB object plus the review around it. */
 export const BODY_LIMIT_BYTES = 7 * 1024 * 1024;
 /** Longer than the API server's idle-connection timeout (90 s), so the client closes first. */
 export const KEEP_ALIVE_TIMEOUT_MS = 120_000;
