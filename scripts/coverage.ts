@@ -9,23 +9,23 @@ import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 
 /**
- * The least share of lines covered per folder of src/, a little under what a run
- * prints today; a new src folder must reach DEFAULT_FLOOR. Other folders (lab,
+ * The least share of lines covered per folder of src/, about two points under what
+ * a fresh clone's run prints today; a new src folder must reach DEFAULT_FLOOR. Other folders (lab,
  * bench, scripts, e2e helpers the tests load) are shown, not judged.
  */
 export const LINE_FLOORS: Readonly<Record<string, number>> = {
-  'src/shared': 95,
-  'src/core': 97,
-  'src/admission': 97,
-  'src/server': 95,
-  'src/cli': 95,
-  'src/cluster': 95,
-  'src/agent': 94,
-  'src/manifest': 94,
-  'src/diagnose': 96,
-  'src/host': 95,
+  'src/shared': 87,
+  'src/core': 93,
+  'src/admission': 87,
+  'src/server': 85,
+  'src/cli': 83,
+  'src/cluster': 85,
+  'src/agent': 86,
+  'src/manifest': 87,
+  'src/diagnose': 92,
+  'src/host': 75,
 };
-export const DEFAULT_FLOOR = 90;
+export const DEFAULT_FLOOR = 80;
 
 interface Counts {
   total: number;
