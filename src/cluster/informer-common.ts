@@ -1,5 +1,7 @@
 /** What the informers (resource-informer.ts on client-node, lean-informer.ts for the agent) share: page shape, status, log lines. */
 
+import { statusOf } from './api-errors.ts';
+
 export interface ListPage {
   /** null from a real API server for an empty PartialObjectMetadataList (Go's nil slice). */
   readonly items: readonly unknown[] | null;
@@ -46,3 +48,51 @@ export function defaultLogLines(resource: string): InformerLogLines {
   };
 }
 
+
+/** One page as the transport read it, its continue token under one name. */
+export interface ReadPage {
+  readonly items: readonly unknown[] | null;
+  readonly resourceVersion: string | undefined;
+  readonly continue: string | undefined;
+}
+
+export interface ListAllOptions<T> {
+  readonly pageSize: number | undefined;
+  readPage(limit: number | undefined, cont: string | undefined): Promise<ReadPage>;
+  trim(obj: unknown): T | undefined;
+  stopped(): boolean;
+  /** The snapshot behind a continue token is gone (410): the list starts again, in one piece. */
+  onContinueExpired(): void;
+}
+
+/** One full list, page by page, trimmed as it arrives; undefined once stopped. */
+export async function listAllPages<T>(o: ListAllOptions<T>): Promise<{ items: T[]; resourceVersion: string } | undefined> {
+  const items: T[] = [];
+  let cont: string | undefined;
+  let limit = o.pageSize;
+  let resourceVersion = '';
+  for (;;) {
+    if (o.stopped()) return undefined;
+    let page: ReadPage;
+    try {
+      page = await o.readPage(limit, cont);
+    } catch (error) {
+      if (cont !== undefined && statusOf(error) === 410) {
+        o.onContinueExpired();
+        items.length = 0;
+        cont = undefined;
+        limit = undefined;
+        continue;
+      }
+      throw error;
+    }
+    for (const obj of page.items ?? []) {
+      const trimmed = o.trim(obj);
+      if (trimmed !== undefined) items.push(trimmed);
+    }
+    resourceVersion = page.resourceVersion ?? resourceVersion;
+    cont = page.continue || undefined;
+    if (cont === undefined) break;
+  }
+  return o.stopped() ? undefined : { items, resourceVersion };
+}

@@ -18,7 +18,7 @@
  */
 import type { Logger } from '../shared/logger.ts';
 import { backoffDelay, describeApiError, statusOf } from './api-errors.ts';
-import { defaultLogLines } from './informer-common.ts';
+import { defaultLogLines, listAllPages } from './informer-common.ts';
 import type { InformerLogLines, ListPage, ResourceInformerStatus } from './informer-common.ts';
 import { ApiClient } from './lean-api.ts';
 import type { ApiCredentials } from './lean-api.ts';
@@ -125,38 +125,22 @@ export class LeanInformer<T extends LeanObject> {
 
   /** One full list, page by page, then the cache replaced by it. */
   async #relist(): Promise<void> {
-    const items: T[] = [];
-    let cont: string | undefined;
-    let limit: number | undefined = this.#o.pageSize;
-    let resourceVersion = '';
-    for (;;) {
-      if (this.#stopped) return;
-      let page: ListPage & { metadata?: { continue?: string } };
-      try {
-        page = (await this.#api.json('GET', this.#o.path, {
+    const listed = await listAllPages<T>({
+      pageSize: this.#o.pageSize,
+      readPage: async (limit, cont) => {
+        const page = (await this.#api.json('GET', this.#o.path, {
           query: { limit, continue: cont },
           timeoutMs: this.#o.requestTimeoutMs,
           signal: this.#abort.signal,
         })) as ListPage & { metadata?: { continue?: string } };
-      } catch (error) {
-        if (cont !== undefined && statusOf(error) === 410) {
-          this.#o.log.info({ ...this.#lines.fields }, this.#lines.continueExpired);
-          items.length = 0;
-          cont = undefined;
-          limit = undefined;
-          continue;
-        }
-        throw error;
-      }
-      for (const obj of page.items ?? []) {
-        const trimmed = this.#o.trim(obj);
-        if (trimmed !== undefined) items.push(trimmed);
-      }
-      resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
-      cont = page.metadata?.continue || undefined;
-      if (cont === undefined) break;
-    }
-    if (this.#stopped) return;
+        return { items: page.items, resourceVersion: page.metadata?.resourceVersion, continue: page.metadata?.continue };
+      },
+      trim: (obj) => this.#o.trim(obj),
+      stopped: () => this.#stopped,
+      onContinueExpired: () => this.#o.log.info({ ...this.#lines.fields }, this.#lines.continueExpired),
+    });
+    if (listed === undefined) return;
+    const { items, resourceVersion } = listed;
     const fresh = new Map(items.map((o) => [keyOf(o), o]));
     for (const [key, old] of this.#objects) {
       if (!fresh.has(key)) {

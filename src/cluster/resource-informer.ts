@@ -24,7 +24,7 @@ import { KubeConfig, ListWatch, V1ListMeta, Watch } from '@kubernetes/client-nod
 import type { ConfigurationOptions, KubernetesListObject, KubernetesObject, RequestContext } from '@kubernetes/client-node';
 import type { Logger } from '../shared/logger.ts';
 import { backoffDelay, describeApiError, requestOptions, statusOf } from './api.ts';
-import { defaultLogLines } from './informer-common.ts';
+import { defaultLogLines, listAllPages } from './informer-common.ts';
 import type { InformerLogLines, ListPage, ResourceInformerStatus } from './informer-common.ts';
 
 export type { InformerLogLines, ListPage, ResourceInformerStatus } from './informer-common.ts';
@@ -237,39 +237,22 @@ export class ResourceInformer<T extends KubernetesObject> {
 
   /** One full list, page by page, trimmed as it arrives. */
   async #list(): Promise<KubernetesListObject<T>> {
-    const items: T[] = [];
-    let cont: string | undefined;
-    let limit: number | undefined = this.#o.pageSize;
-    let resourceVersion = '';
     const accept = this.#o.accept === undefined ? {} : { headers: { Accept: this.#o.accept.list } };
-    for (;;) {
-      if (this.#stopped) throw new Error('informer stopped');
-      let page: ListPage;
-      try {
-        page = await this.#o.listPage(
+    const listed = await listAllPages<T>({
+      pageSize: this.#o.pageSize,
+      readPage: async (limit, cont) => {
+        const page = await this.#o.listPage(
           { limit, _continue: cont },
           requestOptions({ timeoutMs: this.#o.requestTimeoutMs, signal: this.#abort.signal, ...accept }),
         );
-      } catch (error) {
-        if (cont !== undefined && statusOf(error) === 410) {
-          // The snapshot behind the continue token is gone: list again, in one piece.
-          this.#o.log.info({ ...this.#lines.fields }, this.#lines.continueExpired);
-          items.length = 0;
-          cont = undefined;
-          limit = undefined;
-          continue;
-        }
-        throw error;
-      }
-      for (const obj of page.items ?? []) {
-        const trimmed = this.#o.trim(obj);
-        if (trimmed !== undefined) items.push(trimmed);
-      }
-      resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
-      cont = page.metadata?._continue || undefined;
-      if (cont === undefined) break;
-    }
-    if (this.#stopped) throw new Error('informer stopped');
+        return { items: page.items, resourceVersion: page.metadata?.resourceVersion, continue: page.metadata?._continue };
+      },
+      trim: (obj) => this.#o.trim(obj),
+      stopped: () => this.#stopped,
+      onContinueExpired: () => this.#o.log.info({ ...this.#lines.fields }, this.#lines.continueExpired),
+    });
+    if (listed === undefined) throw new Error('informer stopped');
+    const { items, resourceVersion } = listed;
     // ListWatch applies the items right after this promise settles, before any timer runs.
     setImmediate(() => this.#onListed(items.length));
     const metadata = new V1ListMeta();
