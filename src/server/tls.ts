@@ -48,14 +48,17 @@ export function validityProblem(cert: Pick<ServingCertificate, 'notBefore' | 'no
 
 /** Read and check a certificate/key pair; throws with a message naming the file. */
 export async function loadCertificate(certFile: string, keyFile: string): Promise<ServingCertificate> {
-  const [cert, key] = await Promise.all([
-    readFile(certFile).catch((e: unknown) => {
-      throw new Error(`cannot read --tls-cert-file ${certFile}: ${errorMessage(e)}`, { cause: e });
-    }),
-    readFile(keyFile).catch((e: unknown) => {
-      throw new Error(`cannot read --tls-private-key-file ${keyFile}: ${errorMessage(e)}`, { cause: e });
-    }),
-  ]);
+  // Both files are read before a failure is reported, so the message is the same on every run.
+  const [certRead, keyRead] = await Promise.allSettled([readFile(certFile), readFile(keyFile)]);
+  if (certRead.status === 'rejected' || keyRead.status === 'rejected') {
+    const failures = [
+      { flag: '--tls-cert-file', path: certFile, read: certRead },
+      { flag: '--tls-private-key-file', path: keyFile, read: keyRead },
+    ].flatMap(({ flag, path, read }) => (read.status === 'rejected' ? [{ message: `cannot read ${flag} ${path}: ${errorMessage(read.reason)}`, cause: read.reason as unknown }] : []));
+    throw new Error(failures.map((f) => f.message).join('; '), { cause: failures[0]?.cause });
+  }
+  const cert = certRead.value;
+  const key = keyRead.value;
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);

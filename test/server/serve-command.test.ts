@@ -27,7 +27,7 @@ t.test('usage errors exit 2 naming the flag; runtime errors exit 1', async (t) =
   t.match(env.stderr, /SAFE_TERMINATION_LOG_LEVEL: invalid value "loud"; expected one of trace, debug, info/);
   const missing = run(['serve', '--tls-cert-file', '/nonexistent/tls.crt', '--tls-private-key-file', '/nonexistent/tls.key', '--port', '0', '--metrics-port', '0']);
   t.equal(missing.status, 1);
-  t.match(missing.stderr, /cannot read --tls-cert-file \/nonexistent\/tls\.crt: ENOENT/);
+  t.match(missing.stderr, /cannot read --tls-cert-file \/nonexistent\/tls\.crt: ENOENT.*; cannot read --tls-private-key-file \/nonexistent\/tls\.key: ENOENT/, 'both unreadable files are named, the certificate first');
   const unknown = run(['frobnicate']);
   t.equal(unknown.status, 2);
   t.match(unknown.stderr, /unknown command "frobnicate"/);
