@@ -50,6 +50,7 @@ export interface AgentConfig {
   readonly reapHoldSeconds: number;
   readonly reapMaxPerSecond: number;
   readonly reapDryRun: boolean;
+  readonly conntrackReadTimeoutSeconds: number;
   readonly kubeconfig: string | undefined;
   readonly logLevel: LogLevel;
 }
@@ -246,7 +247,7 @@ function startStaleCount(
     ...tuning.staleConntrack?.endpoints,
   });
   if (changes !== undefined) log.info({ node: config.nodeName }, 'counting endpoint changes per Service (watching EndpointSlices)');
-  const table = counting || reaping ? new ConntrackTable({ procNetDir: config.procNetDir, ...tuning.staleConntrack?.table }) : undefined;
+  const table = counting || reaping ? new ConntrackTable({ procNetDir: config.procNetDir, deadlineMs: config.conntrackReadTimeoutSeconds * 1000, ...tuning.staleConntrack?.table }) : undefined;
   if (tracker !== undefined && table !== undefined && metrics.reap !== undefined) {
     const deleteOptions = { ...(tuning.staleConntrack?.table?.bin === undefined ? {} : { bin: tuning.staleConntrack.table.bin }), ...tuning.reap?.delete };
     reaper = new Reaper({

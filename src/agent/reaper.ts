@@ -6,7 +6,8 @@
  *   hold ends (`--reap-hold`); endpoints going together share a sweep. While gone
  *   endpoints are remembered, the table is swept again every `resweepMs` (entries
  *   kube-proxy's lagging rules still create). Sweeps never overlap; one requested
- *   during a sweep runs right after it.
+ *   during a sweep runs right after it. A sweep that fails is retried after
+ *   `retryMs`, doubling up to `resweepMs`.
  * - A sweep streams the table (ConntrackTable: /proc/net/nf_conntrack or the
  *   tool), keeping only a count per (protocol, Service frontend, gone target):
  *   memory does not grow with the table.
@@ -48,7 +49,7 @@ export interface ReaperOptions {
   readonly endpointsCurrent: () => boolean;
   /** Sweep again this often while gone endpoints are remembered (default 60 s). */
   readonly resweepMs?: number;
-  /** Retry this soon after a sweep that could not run (default 5 s). */
+  /** Retry this soon after a sweep that could not run (default 5 s), twice as long after each further failure, up to `resweepMs`. */
   readonly retryMs?: number;
   readonly now?: () => number;
 }
@@ -99,6 +100,8 @@ export class Reaper {
   #tokens: number;
   #tokensAt: number;
   #last: SweepOutcome | undefined;
+  /** Sweeps in a row that did not succeed. */
+  #failures = 0;
 
   constructor(o: ReaperOptions) {
     this.#o = o;
@@ -173,16 +176,21 @@ export class Reaper {
   #scheduleNext(last?: SweepOutcome): void {
     if (this.#stopped) return;
     const now = this.#now();
+    const resweepMs = this.#o.resweepMs ?? 60_000;
+    const retryMs = this.#o.retryMs ?? 5000;
     if (last !== undefined && last.result !== 'ok') {
-      this.#at(now + (this.#o.retryMs ?? 5000));
+      // Backing off: a table too big to read in time must not be read back to back.
+      this.#failures++;
+      this.#at(now + Math.min(retryMs * 2 ** (this.#failures - 1), Math.max(resweepMs, retryMs)));
       return;
     }
+    if (last !== undefined) this.#failures = 0;
     const gone = this.#o.tracker.gone();
     if (gone.length === 0) return;
     // Holds that ended after the last sweep began (or all, before the first) are due.
     const covered = last?.startedAt ?? -Infinity;
     const due = gone.filter((g) => g.dueAt > covered).reduce((m, g) => Math.min(m, g.dueAt), Infinity);
-    const next = Math.min(Math.max(due, now), now + (this.#o.resweepMs ?? 60_000));
+    const next = Math.min(Math.max(due, now), now + resweepMs);
     this.#at(next);
   }
 

@@ -13,6 +13,7 @@ import type { FlaggedSetting, FlagValue, ModelDefaults, ValueType } from '../cor
 import type { ConfigMapRef } from '../cluster/kube-proxy-config.ts';
 import type { AgentConfig } from '../agent/agent.ts';
 import type { ServeConfig } from '../server/serve.ts';
+import { DEFAULT_READ_DEADLINE_MS } from '../host/conntrack-table.ts';
 import { LOG_LEVELS } from '../shared/logger.ts';
 import { UsageError } from '../shared/errors.ts';
 
@@ -286,6 +287,11 @@ export const AGENT_FLAGS = {
   reapHold: flag.seconds('how long after an endpoint left every EndpointSlice its conntrack entries are reaped', 5),
   reapMaxPerSecond: flag.int('the most conntrack entries the reaper deletes per second, on average', 2000, 1, 1_000_000),
   reapDryRun: flag.bool('find and count the entries the reaper would delete (safe_termination_conntrack_reap_dry_run_total, logs) without deleting them', false),
+  conntrackReadTimeout: flag.seconds(
+    'a read of the whole conntrack table (a reaper sweep, a stale count) that takes longer is abandoned and tried again later. A 1,000,000-entry table takes 10 to 20 s to read',
+    DEFAULT_READ_DEADLINE_MS / 1000,
+    1,
+  ),
   kubeconfig: CLUSTER_FLAGS.kubeconfig,
   logLevel: SERVER_FLAGS.logLevel,
 } as const;
@@ -315,6 +321,7 @@ export function parseAgentConfig(argv: readonly string[], env: Readonly<Record<s
     reapHoldSeconds: v.reapHold,
     reapMaxPerSecond: v.reapMaxPerSecond,
     reapDryRun: v.reapDryRun,
+    conntrackReadTimeoutSeconds: v.conntrackReadTimeout,
     kubeconfig: v.kubeconfig,
     logLevel: v.logLevel,
   });

@@ -53,6 +53,9 @@ export interface TableRead {
   readonly firstSkipped: string | undefined;
 }
 
+/** How long a whole-table read may take unless told otherwise; a 1,000,000-entry table takes 10 to 20 s. */
+export const DEFAULT_READ_DEADLINE_MS = 60_000;
+
 export interface ConntrackTableOptions {
   /** Directory of the `nf_conntrack` file (the agent's --proc-net-dir). */
   readonly procNetDir: string;
@@ -199,7 +202,7 @@ export class ConntrackTable {
       }
       return `${path}: ${(error as Error).message}`;
     }
-    const deadline = Date.now() + (this.#o.deadlineMs ?? 30_000);
+    const deadline = Date.now() + (this.#o.deadlineMs ?? DEFAULT_READ_DEADLINE_MS);
     const own = !this.#bufferBusy;
     const buffer = own ? (this.#buffer ??= Buffer.allocUnsafe(this.#o.chunkBytes ?? 1024 * 1024)) : Buffer.allocUnsafe(this.#o.chunkBytes ?? 1024 * 1024);
     if (own) this.#bufferBusy = true;
@@ -240,7 +243,7 @@ export class ConntrackTable {
         rest = text.slice(start);
         if (signal?.aborted === true) throw new ConntrackReadError('CONNTRACK_READ_STOPPED', { reading: `reading ${path}`, ended: 'abandoned', entries, reason: 'stopping' });
         if (Date.now() > deadline) {
-          throw new ConntrackReadError('CONNTRACK_READ_TIMEOUT', { path, seconds: (this.#o.deadlineMs ?? 30_000) / 1000, entries });
+          throw new ConntrackReadError('CONNTRACK_READ_TIMEOUT', { path, seconds: (this.#o.deadlineMs ?? DEFAULT_READ_DEADLINE_MS) / 1000, entries });
         }
       }
       take(rest);
@@ -257,7 +260,7 @@ export class ConntrackTable {
     try {
       const r = await listConntrack({
         bin,
-        timeoutMs: this.#o.deadlineMs ?? 30_000,
+        timeoutMs: this.#o.deadlineMs ?? DEFAULT_READ_DEADLINE_MS,
         onEntry: (e) => {
           entries++;
           onEntry(e);

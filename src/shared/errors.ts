@@ -147,7 +147,7 @@ export const ERRORS = {
   CONNTRACK_READ_TIMEOUT: {
     exit: 1,
     meaning: 'a read of the conntrack table took too long',
-    message: (p: { path: string; seconds: number; entries: number }) => `reading ${p.path} took over ${p.seconds}s (${p.entries} entries so far); abandoned`,
+    message: (p: { path: string; seconds: number; entries: number }) => `reading ${p.path} took over ${p.seconds}s (${p.entries} entries so far); abandoned (a larger table needs a longer --conntrack-read-timeout)`,
   },
 } as const satisfies Readonly<Record<string, ErrorSpec<never>>>;
 

@@ -188,7 +188,7 @@ t.test('a table of 100k entries: streamed in bounded time and memory', async (t)
   const ms = performance.now() - started;
   t.equal(read.entries, 100_000);
   t.comment(`100k entries (${Math.round(lines.join('\n').length / 1e6)} MB) in ${Math.round(ms)} ms, heap growth at most ${Math.round(peak / 1e6)} MB while reading`);
-  t.ok(ms < 20_000, 'well within the default 30 s deadline');
+  t.ok(ms < 20_000, 'well within the default 60 s deadline');
   t.ok(peak < 100e6, 'entries are not accumulated');
 });
 

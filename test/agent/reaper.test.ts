@@ -37,7 +37,7 @@ interface Rig {
   reads: number;
 }
 
-function rig(t: Test, o: { holdMs: number; dryRun?: boolean; maxPerSecond?: number; current?: () => boolean; fail?: (g: FlowGroup) => boolean }): Rig {
+function rig(t: Test, o: { holdMs: number; dryRun?: boolean; maxPerSecond?: number; current?: () => boolean; fail?: (g: FlowGroup) => boolean; readFails?: () => boolean }): Rig {
   const logs = new LogCapture();
   const agentMetrics = createAgentMetrics({ conntrackProcDir: '/nonexistent', procNetDir: '/nonexistent', reap: true });
   const r: Partial<Rig> & { table: TallyEntry[]; deletes: Rig['deletes']; reads: number } = { table: [], deletes: [], reads: 0 };
@@ -48,6 +48,7 @@ function rig(t: Test, o: { holdMs: number; dryRun?: boolean; maxPerSecond?: numb
     table: {
       read: async (onEntry) => {
         r.reads++;
+        if (o.readFails?.() === true) throw new Error('reading /proc/net/nf_conntrack took over 60s (1000 entries so far); abandoned');
         for (const e of r.table) onEntry(e);
         return { source: 'proc', entries: r.table.length, skipped: 0, firstSkipped: undefined };
       },
@@ -103,6 +104,26 @@ t.test('event-driven: the sweep follows the hold by well under a second; only th
   t.match(m, /^safe_termination_conntrack_reaped_total\{namespace="lab",service="dns",protocol="udp"\} 50$/m);
   t.match(m, /^safe_termination_conntrack_reap_errors_total 0$/m);
   t.match(m, /^safe_termination_conntrack_reap_sweeps_total\{result="ok"\} 1$/m);
+});
+
+t.test('a table that cannot be read is retried less and less often, and reaped once it can be', async (t) => {
+  let failing = true;
+  const x = rig(t, { holdMs: 0, readFails: () => failing });
+  x.tracker.upsert(slice('dns', ['10.0.0.1', '10.0.0.2']), Date.now());
+  x.tracker.markSynced();
+  x.reaper.start();
+  for (let i = 0; i < 5; i++) x.table.push(flow('udp', VIP, 53, '10.0.0.1', 5353));
+  x.tracker.upsert(slice('dns', ['10.0.0.2']), Date.now());
+  await new Promise((r) => setTimeout(r, 2000));
+  // Retries 100, 200, 400 and 800 ms apart: 5 reads in 2 s, where a fixed 100 ms retry reads about 20 times.
+  t.ok(x.reads >= 4 && x.reads <= 6, `${x.reads} reads of a failing table in 2 s`);
+  t.same(x.deletes, [], 'nothing deleted from a table not read');
+  failing = false;
+  await waitUntil(() => x.deletes.length > 0, 'the retry after the table reads again', 5000, 10);
+  t.equal(x.table.length, 0, 'the stale entries went');
+  const m = await x.metrics();
+  t.match(m, /^safe_termination_conntrack_reap_sweeps_total\{result="ok"\} 1$/m);
+  t.match(m, new RegExp(`^safe_termination_conntrack_reap_sweeps_total\\{result="error"\\} ${x.reads - 1}$`, 'm'), 'each failed read is counted');
 });
 
 t.test('dry run: counts and logs, deletes nothing', async (t) => {

@@ -5,6 +5,7 @@
  * (no endpoint data yet, an API server gone for too long, an unreadable table),
  * that each of those is logged once, and that the rest of the agent carries on.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -219,6 +220,36 @@ t.test('on, but no cluster: said once, metrics only', async (t) => {
   t.equal(r.agent.staleConntrack, undefined);
   t.equal(r.msgs(/--stale-conntrack-interval needs the Kubernetes API/).length, 1);
   t.match(await r.metrics(), /^safe_termination_conntrack_stale_available 0$/m);
+});
+
+t.test('a table read that does not end is abandoned after --conntrack-read-timeout, said with the flag to raise', async (t) => {
+  const api = await cluster(t);
+  const r = await rig(t, api, { args: ['--stale-conntrack-interval', '60s', '--conntrack-read-timeout', '1s'], table: null });
+  // A FIFO that a writer keeps filling: each scan reads it until the deadline.
+  const fifo = join(r.netDir, 'nf_conntrack');
+  t.equal(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+  const writer = spawn('sh', ['-c', 'while :; do yes "not a conntrack line" > "$0" 2>/dev/null; done', fifo], { detached: true, stdio: 'ignore' });
+  // The agent stops first: a read blocked opening the FIFO would wait for a writer forever.
+  t.teardown(async () => {
+    await r.agent.stop();
+    if (writer.pid !== undefined) process.kill(-writer.pid, 'SIGKILL');
+  });
+  const started = Date.now();
+  await waitUntil(async () => scans(await r.metrics(), 'error') >= 1, 'a scan abandoned', 10_000);
+  const took = Date.now() - started;
+  t.ok(took >= 1000 && took < 8000, `abandoned after the 1 s timeout (${took} ms)`);
+  const warned = r.msgs(/^stale conntrack scan failed; trying again/);
+  t.equal(warned.length, 1, 'one warning');
+  t.match(String(warned[0]?.['problem']), /took over 1s \(\d+ entries so far\); abandoned \(a larger table needs a longer --conntrack-read-timeout\)/);
+  t.match(await r.metrics(), /^safe_termination_conntrack_stale_available 0$/m, 'no count rather than a partial one');
+  t.equal((await fetch(`http://127.0.0.1:${r.agent.port}/healthz`)).status, 200, 'the agent keeps serving');
+});
+
+t.test('the read timeout flag: at least a second, 60s by default', async (t) => {
+  t.equal(parseAgentConfig([], {}).conntrackReadTimeoutSeconds, 60);
+  t.equal(parseAgentConfig(['--conntrack-read-timeout', '2m'], {}).conntrackReadTimeoutSeconds, 120);
+  t.equal(parseAgentConfig([], { SAFE_TERMINATION_CONNTRACK_READ_TIMEOUT: '90s' }).conntrackReadTimeoutSeconds, 90);
+  t.throws(() => parseAgentConfig(['--conntrack-read-timeout', '0'], {}), /--conntrack-read-timeout/);
 });
 
 t.test('the flag: a duration, 0 is off', async (t) => {

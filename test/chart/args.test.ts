@@ -107,6 +107,21 @@ t.test('agent.reap: on by default with its hold, rate and dry run; off says --re
   }
 });
 
+t.test('agent.conntrackReadTimeout reaches the agent when a whole-table reader is on; the schema refuses a zero duration', async (t) => {
+  const args = async (set: string[] = []) => podSpecOf(one(await render({ set }), 'DaemonSet')).containers[0].args as string[];
+  const timeoutOf = async (set: string[]) => parseAgentConfig((await args(set)).slice(1), {}).conntrackReadTimeoutSeconds;
+  t.same((await args()).filter((x) => x.startsWith('--conntrack-read-timeout')), ['--conntrack-read-timeout=60s'], 'the reaper is on by default');
+  t.equal(await timeoutOf(['agent.conntrackReadTimeout=3m']), 180);
+  t.equal(await timeoutOf(['agent.reap.enabled=false', 'agent.staleConntrack.enabled=true', 'agent.conntrackReadTimeout=90']), 90, 'the stale count alone');
+  t.same((await args(['agent.reap.enabled=false'])).filter((x) => x.startsWith('--conntrack-read-timeout')), [], 'no table reader: no flag');
+  for (const bad of ['agent.conntrackReadTimeout=0', 'agent.conntrackReadTimeout=0s', 'agent.conntrackReadTimeout=0m0s', 'agent.interval=0', 'webhook.tlsReloadInterval=0s', 'agent.conntrackReadTimeout=1.5m']) {
+    t.not((await template({ set: [bad] })).status, 0, `the schema refuses ${bad}, which the binary would refuse at start`);
+  }
+  for (const good of ['agent.conntrackReadTimeout=10s', 'agent.conntrackReadTimeout=1m0s', 'agent.interval=1']) {
+    t.equal((await template({ set: [good] })).status, 0, `the schema takes ${good}`);
+  }
+});
+
 t.test('agent.staleConntrack: the interval reaches the agent in both duration forms', async (t) => {
   for (const [interval, seconds] of [['90s', 90], ['5m', 300], [120, 120]] as const) {
     const set = ['agent.staleConntrack.enabled=true', `agent.staleConntrack.interval=${interval}`];

@@ -255,6 +255,9 @@ incomplete options fail the render here, with what to change.
 {{- else }}
 {{- $args = append $args "--reap=false" }}
 {{- end }}
+{{- if or $a.reap.enabled $a.staleConntrack.enabled }}
+{{- $args = append $args (printf "--conntrack-read-timeout=%s" (include "safe-termination.duration" $a.conntrackReadTimeout)) }}
+{{- end }}
 {{- toYaml (concat $args $a.extraArgs) }}
 {{- end }}
 
