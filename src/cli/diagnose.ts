@@ -87,7 +87,7 @@ export async function runDiagnose(argv: readonly string[]): Promise<number> {
     }
   } else {
     // Loaded only here: client-node takes a while to import.
-    const { listServicesAndSlices } = await import('../diagnose/cluster.ts');
+    const { listServicesAndSlices } = await import('../cluster/service-lists.ts');
     objects.push(...(await listServicesAndSlices({ kubeconfig: v.kubeconfig })));
     endpointsFrom = v.kubeconfig !== undefined ? `cluster of ${v.kubeconfig}` : 'cluster (in-cluster service account)';
   }

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { listServicesAndSlices } from '../../src/diagnose/cluster.ts';
+import { listServicesAndSlices } from '../../src/cluster/service-lists.ts';
 import { buildServiceIndex } from '../../src/diagnose/endpoints.ts';
 
 t.setTimeout(120_000);
@@ -121,15 +121,30 @@ t.test('an API server that does not answer: a clear error after the timeout', as
   await t.rejects(listServicesAndSlices({ kubeconfig: await kubeconfig(dir, api.url), timeoutMs: 300 }), /did not answer the Service\/EndpointSlice lists within 0.3s/);
 });
 
-t.test('an API error is reported, not swallowed', async (t) => {
-  const api = await fakeApi((_req, res) => {
+t.test('a refused list is named with the API server\'s reason and the permission diagnose needs; both when both are refused', async (t) => {
+  const forbidden = (resource: string) => (req: IncomingMessage, res: ServerResponse): boolean => {
+    const what = req.url?.startsWith('/apis/discovery.k8s.io/') === true ? 'endpointslices.discovery.k8s.io' : 'services';
+    if (resource !== 'both' && what !== resource) return false;
     res.statusCode = 403;
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Forbidden', code: 403, message: 'services is forbidden' }));
+    res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Forbidden', code: 403, message: `${what} is forbidden: User "system:serviceaccount:ops:diag" cannot list resource "${what}"` }));
     return true;
-  });
-  t.teardown(() => api.server.close());
+  };
   const dir = await mkdtemp(join(tmpdir(), 'st-cluster-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await t.rejects(listServicesAndSlices({ kubeconfig: await kubeconfig(dir, api.url) }), /403|forbidden/i);
+  const NEEDS = ' (diagnose needs list on services and discovery.k8s.io endpointslices in all namespaces)';
+  const failure = async (resource: string): Promise<string> => {
+    const api = await fakeApi(forbidden(resource));
+    t.teardown(() => api.server.close());
+    return listServicesAndSlices({ kubeconfig: await kubeconfig(dir, api.url) }).then(
+      () => 'listed',
+      (e: unknown) => (e as Error).message,
+    );
+  };
+  t.equal(await failure('services'), `cannot list Services: HTTP 403: services is forbidden: User "system:serviceaccount:ops:diag" cannot list resource "services"${NEEDS}`);
+  t.equal(
+    await failure('both'),
+    `cannot list Services: HTTP 403: services is forbidden: User "system:serviceaccount:ops:diag" cannot list resource "services"; cannot list EndpointSlices: HTTP 403: endpointslices.discovery.k8s.io is forbidden: User "system:serviceaccount:ops:diag" cannot list resource "endpointslices.discovery.k8s.io"${NEEDS}`,
+    'both lists named, Services first, whichever answered first',
+  );
 });
