@@ -14,7 +14,7 @@ import { relative } from 'node:path';
  * bench, scripts, e2e helpers the tests load) are shown, not judged.
  */
 export const LINE_FLOORS: Readonly<Record<string, number>> = {
-  'src/shared': 87,
+  'src/shared': 85,
   'src/core': 93,
   'src/admission': 87,
   'src/server': 85,
