@@ -4,6 +4,7 @@
  * services and discovery.k8s.io endpointslices in all namespaces.
  */
 import { CoreV1Api, DiscoveryV1Api, KubeConfig } from '@kubernetes/client-node';
+import { allOrEveryFailure } from '../shared/settle.ts';
 import { describeApiError, statusOf } from './api-errors.ts';
 
 export interface ClusterSource {
@@ -21,20 +22,18 @@ export async function listServicesAndSlices(source: ClusterSource): Promise<unkn
   else kc.loadFromCluster();
   const core = kc.makeApiClient(CoreV1Api);
   const discovery = kc.makeApiClient(DiscoveryV1Api);
-  // Both lists settle before a failure is reported, so every refused list is named.
-  const work = Promise.allSettled([
-    paginate(async (_continue) => core.listServiceForAllNamespaces({ limit: PAGE, _continue })),
-    paginate(async (_continue) => discovery.listEndpointSliceForAllNamespaces({ limit: PAGE, _continue })),
-  ]).then(([services, slices]) => {
-    if (services.status === 'fulfilled' && slices.status === 'fulfilled') return [services.value, slices.value] as const;
-    const failures = [
-      { kind: 'Services', result: services },
-      { kind: 'EndpointSlices', result: slices },
-    ].flatMap(({ kind, result }) => (result.status === 'rejected' ? [{ kind, error: result.reason as unknown }] : []));
-    const refused = failures.some((f) => statusOf(f.error) === 401 || statusOf(f.error) === 403);
-    const hint = refused ? ' (diagnose needs list on services and discovery.k8s.io endpointslices in all namespaces)' : '';
-    throw new Error(`${failures.map((f) => `cannot list ${f.kind}: ${describeApiError(f.error)}`).join('; ')}${hint}`, { cause: failures[0]?.error });
-  });
+  const kinds = ['Services', 'EndpointSlices'] as const;
+  const work = allOrEveryFailure(
+    [
+      paginate(async (_continue) => core.listServiceForAllNamespaces({ limit: PAGE, _continue })),
+      paginate(async (_continue) => discovery.listEndpointSliceForAllNamespaces({ limit: PAGE, _continue })),
+    ],
+    (failures) => {
+      const refused = failures.some((f) => statusOf(f.error) === 401 || statusOf(f.error) === 403);
+      const hint = refused ? ' (diagnose needs list on services and discovery.k8s.io endpointslices in all namespaces)' : '';
+      return `${failures.map((f) => `cannot list ${kinds[f.index]}: ${describeApiError(f.error)}`).join('; ')}${hint}`;
+    },
+  );
   void work.catch(() => undefined); // a late failure after the timeout is not an unhandled rejection
   const timeoutMs = source.timeoutMs ?? 30_000;
   let timer: NodeJS.Timeout | undefined;

@@ -9,6 +9,7 @@ import type { FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { SecureContextOptions } from 'node:tls';
+import { allOrEveryFailure } from '../shared/settle.ts';
 
 export interface ServingCertificate {
   readonly cert: Buffer;
@@ -48,17 +49,11 @@ export function validityProblem(cert: Pick<ServingCertificate, 'notBefore' | 'no
 
 /** Read and check a certificate/key pair; throws with a message naming the file. */
 export async function loadCertificate(certFile: string, keyFile: string): Promise<ServingCertificate> {
-  // Both files are read before a failure is reported, so the message is the same on every run.
-  const [certRead, keyRead] = await Promise.allSettled([readFile(certFile), readFile(keyFile)]);
-  if (certRead.status === 'rejected' || keyRead.status === 'rejected') {
-    const failures = [
-      { flag: '--tls-cert-file', path: certFile, read: certRead },
-      { flag: '--tls-private-key-file', path: keyFile, read: keyRead },
-    ].flatMap(({ flag, path, read }) => (read.status === 'rejected' ? [{ message: `cannot read ${flag} ${path}: ${errorMessage(read.reason)}`, cause: read.reason as unknown }] : []));
-    throw new Error(failures.map((f) => f.message).join('; '), { cause: failures[0]?.cause });
-  }
-  const cert = certRead.value;
-  const key = keyRead.value;
+  const flags = ['--tls-cert-file', '--tls-private-key-file'] as const;
+  const paths = [certFile, keyFile] as const;
+  const [cert, key] = await allOrEveryFailure([readFile(certFile), readFile(keyFile)], (failures) =>
+    failures.map((f) => `cannot read ${flags[f.index]} ${paths[f.index]}: ${errorMessage(f.error)}`).join('; '),
+  );
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);
