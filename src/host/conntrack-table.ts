@@ -162,9 +162,11 @@ export class ConntrackTable {
   /** The read buffer, kept between reads (one read at a time uses it). */
   #buffer: Buffer | undefined;
   #bufferBusy = false;
+  readonly #deadlineMs: number;
 
   constructor(o: ConntrackTableOptions) {
     this.#o = o;
+    this.#deadlineMs = o.deadlineMs ?? DEFAULT_READ_DEADLINE_MS;
   }
 
   get path(): string {
@@ -202,7 +204,7 @@ export class ConntrackTable {
       }
       return `${path}: ${(error as Error).message}`;
     }
-    const deadline = Date.now() + (this.#o.deadlineMs ?? DEFAULT_READ_DEADLINE_MS);
+    const deadline = Date.now() + this.#deadlineMs;
     const own = !this.#bufferBusy;
     const buffer = own ? (this.#buffer ??= Buffer.allocUnsafe(this.#o.chunkBytes ?? 1024 * 1024)) : Buffer.allocUnsafe(this.#o.chunkBytes ?? 1024 * 1024);
     if (own) this.#bufferBusy = true;
@@ -243,7 +245,7 @@ export class ConntrackTable {
         rest = text.slice(start);
         if (signal?.aborted === true) throw new ConntrackReadError('CONNTRACK_READ_STOPPED', { reading: `reading ${path}`, ended: 'abandoned', entries, reason: 'stopping' });
         if (Date.now() > deadline) {
-          throw new ConntrackReadError('CONNTRACK_READ_TIMEOUT', { path, seconds: (this.#o.deadlineMs ?? DEFAULT_READ_DEADLINE_MS) / 1000, entries });
+          throw new ConntrackReadError('CONNTRACK_READ_TIMEOUT', { path, seconds: this.#deadlineMs / 1000, entries });
         }
       }
       take(rest);
@@ -260,7 +262,7 @@ export class ConntrackTable {
     try {
       const r = await listConntrack({
         bin,
-        timeoutMs: this.#o.deadlineMs ?? DEFAULT_READ_DEADLINE_MS,
+        timeoutMs: this.#deadlineMs,
         onEntry: (e) => {
           entries++;
           onEntry(e);
