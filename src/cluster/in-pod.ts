@@ -11,6 +11,19 @@ export function runsInPod(env: Readonly<Record<string, string | undefined>>, inC
 /** Which API, if any: `--kubeconfig` first, else the in-cluster one in a pod, else none (this machine's facts). */
 export type AccessKind = 'kubeconfig' | 'in-cluster' | 'none';
 
+/** The API this process reaches, with the credentials of the client that uses it. */
+export type Access<Credentials> =
+  | { readonly kind: 'in-cluster'; readonly kubeConfig: Credentials; readonly server: string }
+  | { readonly kind: 'kubeconfig'; readonly kubeConfig: Credentials; readonly server: string; readonly path: string }
+  | { readonly kind: 'none' };
+
+export interface AccessOptions {
+  readonly kubeconfig: string | undefined;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Prefix of the service-account directory (tests point it at a temp dir). */
+  readonly inClusterRoot?: string;
+}
+
 export function accessKind(kubeconfig: string | undefined, env: Readonly<Record<string, string | undefined>>, inClusterRoot = ''): AccessKind {
   if (kubeconfig !== undefined) return 'kubeconfig';
   return runsInPod(env, inClusterRoot) ? 'in-cluster' : 'none';

@@ -8,22 +8,13 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { UsageError } from '../shared/errors.ts';
 import { accessKind } from './in-pod.ts';
+import type { Access, AccessOptions } from './in-pod.ts';
 
 export { runsInPod, SERVICE_ACCOUNT_DIR } from './in-pod.ts';
 /** `--kubeconfig default`: the kubeconfig kubectl would use. */
 export const DEFAULT_KUBECONFIG = 'default';
 
-export type ClusterAccess =
-  | { readonly kind: 'in-cluster'; readonly kubeConfig: KubeConfig; readonly server: string }
-  | { readonly kind: 'kubeconfig'; readonly kubeConfig: KubeConfig; readonly server: string; readonly path: string }
-  | { readonly kind: 'none' };
-
-export interface AccessOptions {
-  readonly kubeconfig: string | undefined;
-  readonly env: Readonly<Record<string, string | undefined>>;
-  /** Prefix of the service-account directory (tests point it at a temp dir). */
-  readonly inClusterRoot?: string;
-}
+export type ClusterAccess = Access<KubeConfig>;
 
 /** Resolve and load the API access. Throws UsageError when an explicit kubeconfig cannot be loaded. */
 export function resolveClusterAccess(o: AccessOptions): ClusterAccess {

@@ -20,19 +20,10 @@ import { homedir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { UsageError } from '../shared/errors.ts';
 import { accessKind, SERVICE_ACCOUNT_DIR } from './in-pod.ts';
+import type { Access, AccessOptions } from './in-pod.ts';
 import type { ApiCredentials } from './lean-api.ts';
 
-export type AgentAccess =
-  | { readonly kind: 'in-cluster'; readonly kubeConfig: ApiCredentials; readonly server: string }
-  | { readonly kind: 'kubeconfig'; readonly kubeConfig: ApiCredentials; readonly server: string; readonly path: string }
-  | { readonly kind: 'none' };
-
-export interface AgentAccessOptions {
-  readonly kubeconfig: string | undefined;
-  readonly env: Readonly<Record<string, string | undefined>>;
-  /** Prefix of the service-account directory (tests point it at a temp dir). */
-  readonly inClusterRoot?: string;
-}
+export type AgentAccess = Access<ApiCredentials>;
 
 /** Static credentials: one server, TLS material, and a bearer token (fixed, or a file read again every minute). */
 export interface StaticCredentials {
@@ -97,7 +88,7 @@ export class LeanKubeConfig implements ApiCredentials {
 }
 
 /** Resolve and load the agent's API access. Throws UsageError when an explicit kubeconfig cannot be loaded. */
-export async function resolveAgentAccess(o: AgentAccessOptions): Promise<AgentAccess> {
+export async function resolveAgentAccess(o: AccessOptions): Promise<AgentAccess> {
   const kind = accessKind(o.kubeconfig, o.env, o.inClusterRoot);
   if (kind === 'kubeconfig' && o.kubeconfig !== undefined) {
     const isDefault = o.kubeconfig === 'default';
