@@ -1,5 +1,6 @@
-/** What the informers (resource-informer.ts on client-node, lean-informer.ts for the agent) share: page shape, status, log lines. */
+/** What the informers (resource-informer.ts on client-node, lean-informer.ts for the agent) share: options, page shape, status, log lines. */
 
+import type { Logger } from '../shared/logger.ts';
 import { statusOf } from './api-errors.ts';
 
 export interface ListPage {
@@ -22,6 +23,38 @@ export interface InformerLogLines {
   readonly meanwhile: string;
   readonly stillFailing: string;
   readonly continueExpired: string;
+}
+
+/** The options of both informers; each adds what its transport needs. */
+export interface InformerOptions<T, Credentials> {
+  readonly kubeConfig: Credentials;
+  readonly log: Logger;
+  /** For logs: `services`, `endpointslices`. */
+  readonly resource: string;
+  /** The collection's path, watched with `?watch=true` (e.g. `/api/v1/services`). */
+  readonly path: string;
+  /** The object as kept; undefined drops it (metadata.name and namespace must be kept, and resourceVersion). */
+  readonly trim: (obj: unknown) => T | undefined;
+  /** Called for every object added to or replaced in the cache (watch events and relists alike). */
+  readonly onUpsert?: (obj: T) => void;
+  /** Called for every object dropped from the cache (watch events and relists alike). */
+  readonly onRemove?: (obj: T) => void;
+  /** Called after every change of the cache (add, update, delete, relist). */
+  readonly onChange?: () => void;
+  /** A hint for the first failure's log line (e.g. the RBAC this needs). */
+  readonly forbiddenHint?: string;
+  /** The log lines, when the user has its own wording (default: generic lines naming `resource`). */
+  readonly logLines?: InformerLogLines;
+  /** Objects per list page (`limit`). */
+  readonly pageSize?: number;
+  /** Deadline of each list page. */
+  readonly requestTimeoutMs?: number;
+  /** Reconnect a watch that sent nothing (not even a bookmark) for this long. */
+  readonly watchIdleTimeoutMs?: number;
+  /** Server-side watch duration (`timeoutSeconds`); client-go picks 5–10 minutes at random. */
+  readonly watchTimeoutSeconds?: () => number;
+  /** Restart delays after errors. */
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
 }
 
 export interface ResourceInformerStatus {

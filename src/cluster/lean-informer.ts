@@ -16,10 +16,9 @@
  * - any other failure: retried with backoff, resuming the watch when a
  *   resourceVersion is known; `status()` says since when it has been failing.
  */
-import type { Logger } from '../shared/logger.ts';
 import { backoffDelay, describeApiError, statusOf } from './api-errors.ts';
 import { defaultLogLines, listAllPages } from './informer-common.ts';
-import type { InformerLogLines, ListPage, ResourceInformerStatus } from './informer-common.ts';
+import type { InformerLogLines, InformerOptions, ListPage, ResourceInformerStatus } from './informer-common.ts';
 import { ApiClient } from './lean-api.ts';
 import type { ApiCredentials } from './lean-api.ts';
 
@@ -27,27 +26,7 @@ export interface LeanObject {
   readonly metadata: { readonly name: string; readonly namespace?: string; readonly resourceVersion?: string };
 }
 
-export interface LeanInformerOptions<T extends LeanObject> {
-  readonly kubeConfig: ApiCredentials;
-  readonly log: Logger;
-  /** For logs: `services`, `endpointslices`. */
-  readonly resource: string;
-  /** The collection's path (e.g. `/api/v1/services`). */
-  readonly path: string;
-  /** The object as kept; undefined drops it (metadata.name and namespace must be kept, and resourceVersion). */
-  readonly trim: (obj: unknown) => T | undefined;
-  readonly onUpsert?: (obj: T) => void;
-  readonly onRemove?: (obj: T) => void;
-  /** Called after every change of the cache (add, update, delete, relist). */
-  readonly onChange?: () => void;
-  readonly forbiddenHint?: string;
-  readonly logLines?: InformerLogLines;
-  readonly pageSize?: number;
-  readonly requestTimeoutMs?: number;
-  readonly watchIdleTimeoutMs?: number;
-  readonly watchTimeoutSeconds?: () => number;
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
-}
+export type LeanInformerOptions<T extends LeanObject> = InformerOptions<T, ApiCredentials>;
 
 const keyOf = (o: LeanObject): string => `${o.metadata.namespace ?? ''}/${o.metadata.name}`;
 

@@ -22,47 +22,18 @@
  */
 import { KubeConfig, ListWatch, V1ListMeta, Watch } from '@kubernetes/client-node';
 import type { ConfigurationOptions, KubernetesListObject, KubernetesObject, RequestContext } from '@kubernetes/client-node';
-import type { Logger } from '../shared/logger.ts';
 import { backoffDelay, describeApiError, requestOptions, statusOf } from './api.ts';
 import { defaultLogLines, listAllPages } from './informer-common.ts';
-import type { InformerLogLines, ListPage, ResourceInformerStatus } from './informer-common.ts';
+import type { InformerLogLines, InformerOptions, ListPage, ResourceInformerStatus } from './informer-common.ts';
 
 export type { InformerLogLines, ListPage, ResourceInformerStatus } from './informer-common.ts';
 
 
-export interface ResourceInformerOptions<T extends KubernetesObject> {
-  readonly kubeConfig: KubeConfig;
-  readonly log: Logger;
-  /** For logs: `services`, `endpointslices`. */
-  readonly resource: string;
-  /** The collection's path, watched with `?watch=true` (e.g. `/api/v1/services`). */
-  readonly path: string;
+export interface ResourceInformerOptions<T extends KubernetesObject> extends InformerOptions<T, KubeConfig> {
   /** One list page (a generated client's list call). */
   readonly listPage: (params: { limit: number | undefined; _continue: string | undefined }, options: ConfigurationOptions) => Promise<ListPage>;
-  /** The object as kept; undefined drops it (metadata.name and namespace must be kept, and resourceVersion). */
-  readonly trim: (obj: unknown) => T | undefined;
   /** Accept headers of the list pages and of the watch (default: the generated client's and Watch's). */
   readonly accept?: { readonly list: string; readonly watch: string };
-  /** Called for every object added to or replaced in the cache (watch events and relists alike). */
-  readonly onUpsert?: (obj: T) => void;
-  /** Called for every object dropped from the cache (watch events and relists alike). */
-  readonly onRemove?: (obj: T) => void;
-  /** Called after every change of the cache (add, update, delete, relist). */
-  readonly onChange?: () => void;
-  /** A hint for the first failure's log line (e.g. the RBAC this needs). */
-  readonly forbiddenHint?: string;
-  /** The log lines, when the user has its own wording (default: generic lines naming `resource`). */
-  readonly logLines?: InformerLogLines;
-  /** Objects per list page (`limit`). */
-  readonly pageSize?: number;
-  /** Deadline of each list page. */
-  readonly requestTimeoutMs?: number;
-  /** Reconnect a watch that sent nothing (not even a bookmark) for this long. */
-  readonly watchIdleTimeoutMs?: number;
-  /** Server-side watch duration (`timeoutSeconds`); client-go picks 5–10 minutes at random. */
-  readonly watchTimeoutSeconds?: () => number;
-  /** Restart delays after errors. */
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
 }
 
 /** KubeConfig for the watch: same cluster and credentials, plus an Accept header. */
